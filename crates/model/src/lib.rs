@@ -1,0 +1,30 @@
+//! The vocabulary of firstclick: what a click, a checkout and an output row are, how they are
+//! read from the producers' JSON, and the one definition of the output table.
+//!
+//! # Layout
+//! - [`time`]: event time as integer microseconds since the Unix epoch; parsing of RFC 3339 and
+//!   of the producers' `YYYY-MM-DD HH:MM:SS.mmm` form, and RFC 3339 formatting.
+//! - [`id`]: a compact identifier that stores canonical UUIDs in 16 bytes and anything else as text.
+//! - [`event`]: [`Click`] and [`Checkout`], parsed and validated from one JSON message each.
+//! - [`error`]: [`BadMessage`], which names the field and the reason a message was refused.
+//! - [`row`]: [`AttributedRow`], one output row per checkout, and its JSON form.
+//! - [`schema`]: the output table's columns, partitioning, clustering and key.
+//! - [`user`]: the users file format used by replays and the file generator.
+//!
+//! Nothing here does I/O; every other crate of the workspace builds on these types.
+
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod row;
+pub mod schema;
+pub mod time;
+pub mod user;
+
+pub use error::{BadMessage, EventKind};
+pub use event::{parse_checkout, parse_click, Checkout, Click, UserId};
+pub use id::Id;
+pub use row::{AttributedRow, AttributionModel, ClickRef};
+pub use schema::{Column, ColumnMode, ColumnType, OUTPUT_COLUMNS};
+pub use time::EventTime;
+pub use user::UserRecord;

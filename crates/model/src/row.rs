@@ -1,0 +1,161 @@
+//! The output: one [`AttributedRow`] per checkout, and its JSON form.
+//!
+//! The same JSON object is a line of the NDJSON file sink and the `json` of a BigQuery insertAll
+//! row: keys are the [`crate::schema::OUTPUT_COLUMNS`] names in order, timestamps are RFC 3339
+//! UTC strings, NULL is JSON null.
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::event::Checkout;
+use crate::id::Id;
+use crate::time::EventTime;
+
+/// How a checkout's click is chosen. First click is the default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttributionModel {
+    /// The earliest click in the window, by `(event time, click_id)`.
+    #[default]
+    FirstClick,
+    /// The latest click in the window, by `(event time, click_id)`.
+    LastClick,
+}
+
+impl AttributionModel {
+    /// The name written to the `attribution_model` column and accepted on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttributionModel::FirstClick => "first_click",
+            AttributionModel::LastClick => "last_click",
+        }
+    }
+}
+
+impl std::str::FromStr for AttributionModel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "first_click" | "first-click" => Ok(AttributionModel::FirstClick),
+            "last_click" | "last-click" => Ok(AttributionModel::LastClick),
+            other => Err(format!(
+                "expected an attribution model (first_click or last_click), found {other:?}"
+            )),
+        }
+    }
+}
+
+/// The click credited with a checkout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClickRef {
+    /// The click's id.
+    pub click_id: Id,
+    /// The click's event time.
+    pub time: EventTime,
+}
+
+/// One row of the output table: a checkout, its buyer's name and its attributed click.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttributedRow {
+    /// The checkout, as received.
+    pub checkout: Checkout,
+    /// The buyer's name, when the user is known.
+    pub user_name: Option<String>,
+    /// The attributed click; `None` for an organic checkout.
+    pub click: Option<ClickRef>,
+    /// The model that chose the click.
+    pub model: AttributionModel,
+    /// When the row was produced (processing time).
+    pub processed_at: EventTime,
+}
+
+impl AttributedRow {
+    /// The row as one line of JSON (no trailing newline).
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings, numbers and nulls into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl Serialize for AttributedRow {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = &self.checkout;
+        let mut m = s.serialize_map(Some(crate::schema::OUTPUT_COLUMNS.len()))?;
+        m.serialize_entry("checkout_id", &c.checkout_id)?;
+        m.serialize_entry("user_id", &c.user_id.to_string())?;
+        m.serialize_entry("user_name", &self.user_name)?;
+        m.serialize_entry("product_id", &c.product_id)?;
+        m.serialize_entry("payment_method", &c.payment_method)?;
+        m.serialize_entry("total_amount", &c.total_amount)?;
+        m.serialize_entry("shipping_address", &c.shipping_address)?;
+        m.serialize_entry("billing_address", &c.billing_address)?;
+        m.serialize_entry("user_agent", &c.user_agent)?;
+        m.serialize_entry("ip_address", &c.ip_address)?;
+        m.serialize_entry("checkout_time", &c.time.to_rfc3339())?;
+        m.serialize_entry("click_id", &self.click.as_ref().map(|k| &k.click_id))?;
+        m.serialize_entry(
+            "click_time",
+            &self.click.as_ref().map(|k| k.time.to_rfc3339()),
+        )?;
+        m.serialize_entry("attribution_model", self.model.as_str())?;
+        m.serialize_entry("processed_at", &self.processed_at.to_rfc3339())?;
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::OUTPUT_COLUMNS;
+
+    fn row() -> AttributedRow {
+        AttributedRow {
+            checkout: crate::parse_checkout(
+                br#"{"checkout_id":"k1","user_id":7,"product_id":"p","total_amount":12.5,
+                     "datetime_occured":"2024-05-01 12:00:00.250"}"#,
+            )
+            .expect("valid checkout"),
+            user_name: Some("Ada".into()),
+            click: Some(ClickRef {
+                click_id: Id::new("c1"),
+                time: EventTime::from_micros(1_000_000),
+            }),
+            model: AttributionModel::FirstClick,
+            processed_at: EventTime::from_micros(0),
+        }
+    }
+
+    #[test]
+    fn json_keys_are_the_schema_columns_in_order() {
+        let json = row().to_json();
+        let value: serde_json::Value = serde_json::from_str(&json).expect("row is JSON");
+        let obj = value.as_object().expect("row is an object");
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = OUTPUT_COLUMNS.iter().map(|c| c.name).collect();
+        // serde_json's map is sorted unless preserve_order is on; compare as sets and check the
+        // text order separately.
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        names.sort_unstable();
+        assert_eq!(sorted, names);
+        let mut last = 0;
+        for c in OUTPUT_COLUMNS {
+            let at = json
+                .find(&format!("\"{}\":", c.name))
+                .expect("column present");
+            assert!(at >= last, "{} out of order in {json}", c.name);
+            last = at;
+        }
+        assert_eq!(obj["user_id"], "7");
+        assert_eq!(obj["checkout_time"], "2024-05-01T12:00:00.250Z");
+        assert_eq!(obj["click_time"], "1970-01-01T00:00:01Z");
+        assert_eq!(obj["total_amount"], 12.5);
+        assert!(obj["shipping_address"].is_null());
+    }
+
+    #[test]
+    fn organic_rows_have_null_click_fields() {
+        let mut r = row();
+        r.click = None;
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).expect("JSON");
+        assert!(v["click_id"].is_null() && v["click_time"].is_null());
+    }
+}
