@@ -26,7 +26,7 @@ use crate::time::{parse_timestamp, EventTime};
 pub type UserId = i64;
 
 /// What the engine keeps of a click: the rest of the message is not needed for attribution.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Click {
     /// The click's unique id; duplicates are one click.
     pub click_id: Id,
@@ -39,7 +39,7 @@ pub struct Click {
 }
 
 /// A checkout of one product by one user, with everything the output row copies from it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Checkout {
     /// The checkout's unique id; the output has exactly one row per id.
     pub checkout_id: Id,
@@ -65,26 +65,16 @@ pub struct Checkout {
 
 /// Parses one click message.
 pub fn parse_click(bytes: &[u8]) -> Result<Click, BadMessage> {
-    match serde_json::from_slice::<RawClick<'_>>(bytes) {
-        Ok(raw) => {
-            if let Ok(click) = raw.validate() {
-                return Ok(click);
-            }
-        }
-        Err(_) => {}
+    if let Ok(Ok(click)) = serde_json::from_slice::<RawClick<'_>>(bytes).map(RawClick::validate) {
+        return Ok(click);
     }
     diagnose(bytes, EventKind::Click).and_then(|obj| click_from_value(&obj))
 }
 
 /// Parses one checkout message.
 pub fn parse_checkout(bytes: &[u8]) -> Result<Checkout, BadMessage> {
-    match serde_json::from_slice::<RawCheckout<'_>>(bytes) {
-        Ok(raw) => {
-            if let Ok(checkout) = raw.validate() {
-                return Ok(checkout);
-            }
-        }
-        Err(_) => {}
+    if let Ok(Ok(checkout)) = serde_json::from_slice::<RawCheckout<'_>>(bytes).map(RawCheckout::validate) {
+        return Ok(checkout);
     }
     diagnose(bytes, EventKind::Checkout).and_then(|obj| checkout_from_value(&obj))
 }

@@ -92,6 +92,13 @@ impl serde::Serialize for Id {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Id::new(&text))
+    }
+}
+
 const HYPHENS: [usize; 4] = [8, 13, 18, 23];
 
 fn parse_canonical_uuid(b: &[u8]) -> Option<[u64; 2]> {

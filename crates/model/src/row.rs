@@ -11,7 +11,8 @@ use crate::id::Id;
 use crate::time::EventTime;
 
 /// How a checkout's click is chosen. First click is the default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AttributionModel {
     /// The earliest click in the window, by `(event time, click_id)`.
     #[default]
@@ -44,7 +45,7 @@ impl std::str::FromStr for AttributionModel {
 }
 
 /// The click credited with a checkout.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClickRef {
     /// The click's id.
     pub click_id: Id,

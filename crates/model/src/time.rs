@@ -19,7 +19,20 @@ pub const MIN_EVENT_TIME: EventTime = EventTime(0);
 pub const MAX_EVENT_TIME: EventTime = EventTime(7_258_118_400 * MICROS_PER_SECOND);
 
 /// An instant in event time, in microseconds since 1970-01-01T00:00:00Z.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct EventTime(pub i64);
 
 impl EventTime {

@@ -1,0 +1,43 @@
+//! The engine's knobs and their defaults.
+
+use firstclick_model::time::MICROS_PER_SECOND;
+use firstclick_model::AttributionModel;
+
+/// How the engine attributes and when it considers a checkout final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EngineConfig {
+    /// How far before a checkout a click may be and still count, in microseconds (inclusive).
+    pub lookback_micros: i64,
+    /// How far a click may arrive behind the newest click already seen, in microseconds.
+    pub out_of_orderness_micros: i64,
+    /// Processing time without any click after which the watermark starts to follow processing
+    /// time, in microseconds.
+    pub idle_timeout_micros: i64,
+    /// Which click of the window is credited.
+    pub model: AttributionModel,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lookback_micros: 3600 * MICROS_PER_SECOND,
+            out_of_orderness_micros: 15 * MICROS_PER_SECOND,
+            idle_timeout_micros: 30 * MICROS_PER_SECOND,
+            model: AttributionModel::FirstClick,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// How far the watermark must move between two sweeps of expired state: a sixteenth of the
+    /// lookback (at least a second), so each click is visited a bounded number of times.
+    pub(crate) fn sweep_interval_micros(&self) -> i64 {
+        (self.lookback_micros / 16).max(MICROS_PER_SECOND)
+    }
+
+    /// How far behind the watermark state is kept.
+    pub(crate) fn retention_micros(&self) -> i64 {
+        self.lookback_micros
+            .saturating_add(self.out_of_orderness_micros)
+    }
+}

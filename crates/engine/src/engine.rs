@@ -1,0 +1,402 @@
+//! [`Engine`]: watermark, pending checkouts, finality, eviction and statistics.
+//!
+//! The connectors call [`Engine::on_click`] and [`Engine::on_checkout`] in arrival order, then
+//! [`Engine::drain_final`] to collect every checkout that the watermark has made final, each with
+//! its attributed click. A streaming shell also calls [`Engine::tick`] with the processing time,
+//! so a quiet click stream does not hold checkouts forever; a replay calls [`Engine::flush`] at
+//! the end of its input.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+
+use firstclick_model::{AttributedRow, AttributionModel, Checkout, Click, ClickRef, EventTime, Id};
+
+use crate::clicks::{ClickKey, ClickStore, Inserted, StoredClick};
+use crate::config::EngineConfig;
+
+/// What the engine did with a click.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClickOutcome {
+    /// Stored; it will take part in attributing checkouts that are not final yet.
+    Stored,
+    /// A click with this id is already stored for the same user and product; ignored.
+    Duplicate,
+    /// The watermark had already passed the click's time, so rows it could have changed may
+    /// already be written. It is still stored for checkouts that are not final yet when
+    /// `stored`; it is dropped when it is too old to matter to any of them.
+    Late {
+        /// Whether the click was kept for checkouts that are still pending.
+        stored: bool,
+    },
+}
+
+/// What the engine did with a checkout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckoutOutcome {
+    /// Held until the watermark makes it final.
+    Pending,
+    /// A checkout with this id was already received; it produces no second row.
+    Duplicate,
+    /// It arrived so far behind the clicks that part of its window may already be evicted. It
+    /// still produces its row, attributed with the clicks that are left.
+    Late,
+}
+
+/// A checkout that is final, with its attributed click.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinalCheckout {
+    /// The checkout.
+    pub checkout: Checkout,
+    /// The credited click; `None` for an organic checkout.
+    pub click: Option<ClickRef>,
+    /// The model that chose it.
+    pub model: AttributionModel,
+}
+
+impl FinalCheckout {
+    /// The output row, once the buyer's name is known.
+    pub fn into_row(self, user_name: Option<String>, processed_at: EventTime) -> AttributedRow {
+        AttributedRow {
+            checkout: self.checkout,
+            user_name,
+            click: self.click,
+            model: self.model,
+            processed_at,
+        }
+    }
+}
+
+/// Counters, cumulative since the engine was created (or restored).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EngineStats {
+    /// Clicks received.
+    pub clicks: u64,
+    /// Clicks ignored as duplicates of a stored click.
+    pub duplicate_clicks: u64,
+    /// Clicks that arrived after the watermark passed their time.
+    pub late_clicks: u64,
+    /// Checkouts received.
+    pub checkouts: u64,
+    /// Checkouts ignored as duplicates.
+    pub duplicate_checkouts: u64,
+    /// Checkouts that arrived behind the retained state.
+    pub late_checkouts: u64,
+    /// Final checkouts handed out (one per distinct checkout id).
+    pub rows: u64,
+    /// Of those, with a click.
+    pub attributed: u64,
+    /// Of those, without a click (organic).
+    pub organic: u64,
+    /// Clicks dropped from state because they became too old.
+    pub evicted_clicks: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    seq: u64,
+    checkout: Checkout,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.checkout.time, self.seq).cmp(&(other.checkout.time, other.seq))
+    }
+}
+
+/// Processing-time bookkeeping for the idle advance of the watermark.
+#[derive(Clone, Debug, Default)]
+struct Idle {
+    /// A click arrived since the last tick.
+    clicks_since_tick: bool,
+    /// Processing time (µs) of the first tick without clicks.
+    since: Option<i64>,
+    /// The event time the idle advance counts from.
+    base: Option<EventTime>,
+}
+
+/// The first-click attribution state machine. See the crate documentation.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) config: EngineConfig,
+    pub(crate) clicks: ClickStore,
+    pending: BinaryHeap<Reverse<Pending>>,
+    pub(crate) seen_checkouts: HashMap<Id, EventTime, foldhash::fast::FixedState>,
+    pub(crate) max_click_time: Option<EventTime>,
+    pub(crate) watermark: Option<EventTime>,
+    pub(crate) last_sweep: Option<EventTime>,
+    next_seq: u64,
+    idle: Idle,
+    pub(crate) stats: EngineStats,
+}
+
+impl Engine {
+    /// An empty engine.
+    pub fn new(config: EngineConfig) -> Self {
+        Engine {
+            config,
+            clicks: ClickStore::default(),
+            pending: BinaryHeap::new(),
+            seen_checkouts: HashMap::default(),
+            max_click_time: None,
+            watermark: None,
+            last_sweep: None,
+            next_seq: 0,
+            idle: Idle::default(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The current watermark; `None` before the first click (or idle advance).
+    pub fn watermark(&self) -> Option<EventTime> {
+        self.watermark
+    }
+
+    /// The largest click event time seen.
+    pub fn max_click_time(&self) -> Option<EventTime> {
+        self.max_click_time
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Number of clicks held in state.
+    pub fn live_clicks(&self) -> usize {
+        self.clicks.len()
+    }
+
+    /// Number of checkouts waiting for the watermark.
+    pub fn pending_checkouts(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Number of checkout ids remembered for de-duplication.
+    pub fn remembered_checkouts(&self) -> usize {
+        self.seen_checkouts.len()
+    }
+
+    /// Heap bytes held by the click store (see [`ClickStore::heap_bytes`]).
+    pub fn click_state_bytes(&self) -> usize {
+        self.clicks.heap_bytes()
+    }
+
+    /// The click store, read-only.
+    pub fn clicks(&self) -> &ClickStore {
+        &self.clicks
+    }
+
+    /// The oldest event time still kept in state, given the current watermark.
+    fn horizon(&self) -> Option<EventTime> {
+        self.watermark
+            .map(|w| w.offset(-self.config.retention_micros()))
+    }
+
+    /// Takes in one click.
+    pub fn on_click(&mut self, click: Click) -> ClickOutcome {
+        self.stats.clicks += 1;
+        self.idle.clicks_since_tick = true;
+        let watermark_before = self.watermark;
+        if self.max_click_time.is_none_or(|m| click.time > m) {
+            self.max_click_time = Some(click.time);
+            let candidate = click.time.offset(-self.config.out_of_orderness_micros);
+            if self.watermark.is_none_or(|w| candidate > w) {
+                self.watermark = Some(candidate);
+            }
+        }
+        if let Some(h) = watermark_before.map(|w| w.offset(-self.config.retention_micros())) {
+            if click.time < h {
+                self.stats.late_clicks += 1;
+                return ClickOutcome::Late { stored: false };
+            }
+        }
+        let key = ClickKey {
+            user_id: click.user_id,
+            product_id: click.product_id,
+        };
+        let stored = StoredClick {
+            time: click.time,
+            click_id: click.click_id,
+        };
+        match self.clicks.insert(key, stored) {
+            Inserted::Duplicate => {
+                self.stats.duplicate_clicks += 1;
+                ClickOutcome::Duplicate
+            }
+            Inserted::New if watermark_before.is_some_and(|w| click.time < w) => {
+                self.stats.late_clicks += 1;
+                ClickOutcome::Late { stored: true }
+            }
+            Inserted::New => ClickOutcome::Stored,
+        }
+    }
+
+    /// Takes in one checkout; it becomes final once the watermark passes its time.
+    pub fn on_checkout(&mut self, checkout: Checkout) -> CheckoutOutcome {
+        self.stats.checkouts += 1;
+        if self.seen_checkouts.contains_key(&checkout.checkout_id) {
+            self.stats.duplicate_checkouts += 1;
+            return CheckoutOutcome::Duplicate;
+        }
+        self.seen_checkouts
+            .insert(checkout.checkout_id.clone(), checkout.time);
+        let late = self
+            .watermark
+            .is_some_and(|w| checkout.time < w.offset(-self.config.out_of_orderness_micros));
+        if late {
+            self.stats.late_checkouts += 1;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push(Reverse(Pending { seq, checkout }));
+        if late {
+            CheckoutOutcome::Late
+        } else {
+            CheckoutOutcome::Pending
+        }
+    }
+
+    /// Moves processing time forward to `now_micros` (any monotonic clock, in µs). When no click
+    /// has arrived for the idle timeout, the watermark advances by the processing time passed
+    /// since the clicks stopped; it never jumps to the wall clock. With no click ever seen, the
+    /// advance starts from the earliest pending checkout, less the out-of-orderness.
+    pub fn tick(&mut self, now_micros: i64) {
+        if self.idle.clicks_since_tick || self.idle.since.is_none() {
+            self.idle = Idle {
+                clicks_since_tick: false,
+                since: Some(now_micros),
+                base: self.watermark,
+            };
+            return;
+        }
+        let since = self.idle.since.unwrap_or(now_micros);
+        let idle_for = now_micros.saturating_sub(since);
+        if idle_for < self.config.idle_timeout_micros {
+            return;
+        }
+        if self.idle.base.is_none() {
+            self.idle.base = self.pending.peek().map(|p| {
+                p.0.checkout
+                    .time
+                    .offset(-self.config.out_of_orderness_micros)
+            });
+        }
+        if let Some(base) = self.idle.base {
+            let candidate = base.offset(idle_for);
+            if self.watermark.is_none_or(|w| candidate > w) {
+                self.watermark = Some(candidate);
+            }
+        }
+    }
+
+    /// Appends to `out` every pending checkout the watermark has passed, in event-time order,
+    /// then evicts state that has become too old. Returns how many were appended.
+    pub fn drain_final(&mut self, out: &mut Vec<FinalCheckout>) -> usize {
+        let Some(w) = self.watermark else {
+            return 0;
+        };
+        let before = out.len();
+        while self.pending.peek().is_some_and(|p| p.0.checkout.time < w) {
+            if let Some(Reverse(p)) = self.pending.pop() {
+                out.push(self.finish(p.checkout));
+            }
+        }
+        if self
+            .last_sweep
+            .is_none_or(|s| w.as_micros() - s.as_micros() >= self.config.sweep_interval_micros())
+        {
+            self.sweep();
+        }
+        out.len() - before
+    }
+
+    /// Appends every pending checkout to `out`, final or not (end of a replay's input).
+    pub fn flush(&mut self, out: &mut Vec<FinalCheckout>) -> usize {
+        let before = out.len();
+        while let Some(Reverse(p)) = self.pending.pop() {
+            out.push(self.finish(p.checkout));
+        }
+        out.len() - before
+    }
+
+    fn finish(&mut self, checkout: Checkout) -> FinalCheckout {
+        let key = ClickKey {
+            user_id: checkout.user_id,
+            product_id: checkout.product_id.clone(),
+        };
+        let click = self.clicks.attribute(
+            &key,
+            checkout.time,
+            self.config.lookback_micros,
+            self.config.model,
+        );
+        self.stats.rows += 1;
+        if click.is_some() {
+            self.stats.attributed += 1;
+        } else {
+            self.stats.organic += 1;
+        }
+        FinalCheckout {
+            checkout,
+            click,
+            model: self.config.model,
+        }
+    }
+
+    /// Evicts clicks and remembered checkout ids older than the horizon.
+    fn sweep(&mut self) {
+        let Some(h) = self.horizon() else {
+            return;
+        };
+        self.stats.evicted_clicks += self.clicks.evict_before(h) as u64;
+        self.seen_checkouts.retain(|_, t| *t >= h);
+        self.last_sweep = self.watermark;
+    }
+
+    pub(crate) fn pending_in_order(&self) -> Vec<Checkout> {
+        let mut all: Vec<&Pending> = self.pending.iter().map(|r| &r.0).collect();
+        all.sort_by_key(|p| p.seq);
+        all.into_iter().map(|p| p.checkout.clone()).collect()
+    }
+
+    pub(crate) fn from_parts(
+        config: EngineConfig,
+        clicks: ClickStore,
+        pending: Vec<Checkout>,
+        seen_checkouts: HashMap<Id, EventTime, foldhash::fast::FixedState>,
+        watermarks: (Option<EventTime>, Option<EventTime>, Option<EventTime>),
+        stats: EngineStats,
+    ) -> Self {
+        let mut engine = Engine::new(config);
+        engine.clicks = clicks;
+        engine.seen_checkouts = seen_checkouts;
+        (engine.max_click_time, engine.watermark, engine.last_sweep) = watermarks;
+        for checkout in pending {
+            let seq = engine.next_seq;
+            engine.next_seq += 1;
+            engine.pending.push(Reverse(Pending { seq, checkout }));
+        }
+        engine.stats = stats;
+        engine
+    }
+
+    pub(crate) fn insert_restored_click(&mut self, key: ClickKey, time: EventTime, click_id: Id) {
+        let _ = self.clicks.insert(key, StoredClick { time, click_id });
+    }
+}

@@ -1,0 +1,28 @@
+//! The attribution engine: a pure, synchronous, deterministic state machine (DESIGN §1, §3).
+//!
+//! Connectors feed it clicks and checkouts in arrival order and drain the checkouts that have
+//! become final. It reads no clock and does no I/O: processing time, where it matters (the idle
+//! watermark advance), is passed in. The same engine runs file replays, the streaming pipeline,
+//! the property tests against a brute-force oracle and the benchmarks.
+//!
+//! # Layout
+//! - [`config`]: lookback, allowed out-of-orderness, idle timeout, attribution model.
+//! - [`clicks`]: the click store, live clicks grouped by `(user, product)`, compact per click.
+//! - [`engine`]: [`Engine`] itself: watermark, pending checkouts, finality, eviction, statistics.
+//! - [`snapshot`]: the engine's whole state as plain data, for checkpoints.
+//!
+//! # Time
+//! The watermark is the largest click event time seen minus the allowed out-of-orderness. A
+//! checkout at `T` is final once the watermark is past `T` (strictly), so a click that is at most
+//! the out-of-orderness behind the newest click is never missed. Clicks are evicted once older
+//! than `watermark - lookback - out_of_orderness`: the extra out-of-orderness keeps the full window
+//! for checkouts that themselves arrive up to that much behind the clicks.
+
+pub mod clicks;
+pub mod config;
+pub mod engine;
+pub mod snapshot;
+
+pub use config::EngineConfig;
+pub use engine::{CheckoutOutcome, ClickOutcome, Engine, EngineStats, FinalCheckout};
+pub use snapshot::EngineSnapshot;

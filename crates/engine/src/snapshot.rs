@@ -1,0 +1,109 @@
+//! The engine's whole state as plain, serializable data (DESIGN §4 checkpoints).
+//!
+//! A snapshot holds the live clicks, the pending checkouts in arrival order, the remembered
+//! checkout ids, the watermark and the counters. Restoring it gives an engine that behaves
+//! exactly as the one it was taken from (processing-time idle bookkeeping starts afresh).
+
+use std::collections::HashMap;
+
+use firstclick_model::{Checkout, EventTime, Id, UserId};
+
+use crate::clicks::{ClickKey, ClickStore};
+use crate::config::EngineConfig;
+use crate::engine::{Engine, EngineStats};
+
+/// One stored click in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotClick {
+    /// The user.
+    pub user_id: UserId,
+    /// The product.
+    pub product_id: Id,
+    /// The click id.
+    pub click_id: Id,
+    /// The click's event time.
+    pub time: EventTime,
+}
+
+/// The engine's state, see the module documentation.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EngineSnapshot {
+    /// The configuration it ran with.
+    pub config: EngineConfig,
+    /// Live clicks.
+    pub clicks: Vec<SnapshotClick>,
+    /// Checkouts not final yet, in arrival order.
+    pub pending: Vec<Checkout>,
+    /// Checkout ids remembered for de-duplication, with their event times.
+    pub seen_checkouts: Vec<(Id, EventTime)>,
+    /// Largest click time seen.
+    pub max_click_time: Option<EventTime>,
+    /// The watermark.
+    pub watermark: Option<EventTime>,
+    /// The watermark at the last eviction sweep.
+    pub last_sweep: Option<EventTime>,
+    /// Counters.
+    pub stats: EngineStats,
+}
+
+impl Engine {
+    /// Copies the whole state out.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        let mut clicks: Vec<SnapshotClick> = self
+            .clicks
+            .iter()
+            .map(|(k, c)| SnapshotClick {
+                user_id: k.user_id,
+                product_id: k.product_id.clone(),
+                click_id: c.click_id.clone(),
+                time: c.time,
+            })
+            .collect();
+        clicks.sort_by(|a, b| (a.time, &a.click_id).cmp(&(b.time, &b.click_id)));
+        let mut seen: Vec<(Id, EventTime)> = self
+            .seen_checkouts
+            .iter()
+            .map(|(id, t)| (id.clone(), *t))
+            .collect();
+        seen.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        EngineSnapshot {
+            config: self.config,
+            clicks,
+            pending: self.pending_in_order(),
+            seen_checkouts: seen,
+            max_click_time: self.max_click_time,
+            watermark: self.watermark,
+            last_sweep: self.last_sweep,
+            stats: self.stats,
+        }
+    }
+
+    /// Rebuilds an engine from a snapshot.
+    pub fn restore(snapshot: EngineSnapshot) -> Engine {
+        let seen: HashMap<Id, EventTime, foldhash::fast::FixedState> =
+            snapshot.seen_checkouts.into_iter().collect();
+        let mut engine = Engine::from_parts(
+            snapshot.config,
+            ClickStore::default(),
+            snapshot.pending,
+            seen,
+            (
+                snapshot.max_click_time,
+                snapshot.watermark,
+                snapshot.last_sweep,
+            ),
+            snapshot.stats,
+        );
+        for c in snapshot.clicks {
+            engine.insert_restored_click(
+                ClickKey {
+                    user_id: c.user_id,
+                    product_id: c.product_id,
+                },
+                c.time,
+                c.click_id,
+            );
+        }
+        engine
+    }
+}
