@@ -103,10 +103,7 @@ impl ClickStore {
                 match list {
                     ClickList::One(first) => {
                         let first = first.clone();
-                        let mut v = Vec::with_capacity(2);
-                        v.push(first);
-                        v.push(click);
-                        *list = ClickList::Many(v);
+                        *list = ClickList::Many(vec![first, click]);
                     }
                     ClickList::Many(v) => v.push(click),
                 }
