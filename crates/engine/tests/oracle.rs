@@ -21,7 +21,7 @@ enum Ev {
 
 fn product(n: u8) -> Id {
     // Mix packed UUIDs and plain text ids.
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         Id::new(&format!("00000000-0000-4000-8000-00000000000{n}"))
     } else {
         Id::new(&format!("p{n}"))
