@@ -18,8 +18,13 @@ fn parse_start(s: &str) -> Result<EventTime, String> {
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
-    parse_fraction_like(s, 0.0, f64::INFINITY, "a rate above 0")
-        .and_then(|r| if r > 0.0 { Ok(r) } else { Err(format!("expected a rate above 0, found {s}")) })
+    parse_fraction_like(s, 0.0, f64::INFINITY, "a rate above 0").and_then(|r| {
+        if r > 0.0 {
+            Ok(r)
+        } else {
+            Err(format!("expected a rate above 0, found {s}"))
+        }
+    })
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -91,9 +96,14 @@ pub struct GeneratorConfig {
     #[arg(long = "malformed-rate", env = "DATAGEN_MALFORMED_RATE", default_value = "0", value_parser = parse_probability)]
     pub malformed_rate: f64,
 
-    /// The attribution lookback the stale clicks must fall outside of, in seconds.
-    #[arg(long = "lookback-secs", env = "LOOKBACK_SECS", default_value_t = 3600)]
-    pub lookback_secs: u64,
+    /// How long, in seconds, a stale story waits between its click and its checkout, at least:
+    /// set it to the pipeline's lookback so those clicks fall outside the window.
+    #[arg(
+        long = "stale-after-secs",
+        env = "DATAGEN_STALE_AFTER_SECS",
+        default_value_t = 3600
+    )]
+    pub stale_after_secs: u64,
 
     /// How `datetime_occured` is written.
     #[arg(long = "timestamp-format", env = "DATAGEN_TIMESTAMP_FORMAT", value_enum, default_value_t = TimestampFormat::Producer)]
@@ -115,7 +125,7 @@ impl Default for GeneratorConfig {
             organic_rate: 0.0,
             unknown_user_rate: 0.0,
             malformed_rate: 0.0,
-            lookback_secs: 3600,
+            stale_after_secs: 3600,
             timestamp_format: TimestampFormat::Producer,
         }
     }

@@ -66,7 +66,13 @@ pub fn address(rng: &mut ChaCha8Rng) -> String {
 
 /// A payment method.
 pub fn payment_method(rng: &mut ChaCha8Rng) -> &'static str {
-    const METHODS: [&str; 5] = ["credit_card", "debit_card", "paypal", "gift_card", "bank_transfer"];
+    const METHODS: [&str; 5] = [
+        "credit_card",
+        "debit_card",
+        "paypal",
+        "gift_card",
+        "bank_transfer",
+    ];
     METHODS[rng.random_range(0..METHODS.len())]
 }
 

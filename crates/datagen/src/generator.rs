@@ -148,7 +148,9 @@ impl Generator {
     }
 
     fn budget_left(&self) -> bool {
-        self.config.clicks.is_none_or(|max| self.clicks_planned < max)
+        self.config
+            .clicks
+            .is_none_or(|max| self.clicks_planned < max)
     }
 
     fn seq(&mut self) -> u64 {
@@ -191,7 +193,7 @@ impl Generator {
         self.plan_click(&session, t);
         if self.rng.random_bool(cfg.stale_click_rate) {
             self.stats.stale_stories += 1;
-            t += (cfg.lookback_secs as i64) * SECOND + self.gap(1, 600_000);
+            t += (cfg.stale_after_secs as i64) * SECOND + self.gap(1, 600_000);
             self.plan_checkout(&session, t);
         } else {
             while self.budget_left() && self.rng.random_bool(cfg.repeat_probability) {
@@ -460,7 +462,10 @@ mod tests {
             *m = (*m).max(t.as_micros());
         }
         assert_eq!(clicks, 2_000);
-        assert!(known > total * 8 / 10, "{known} of {total} events have known users");
+        assert!(
+            known > total * 8 / 10,
+            "{known} of {total} events have known users"
+        );
         assert!(known < total, "some users are unknown");
     }
 }

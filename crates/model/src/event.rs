@@ -73,7 +73,9 @@ pub fn parse_click(bytes: &[u8]) -> Result<Click, BadMessage> {
 
 /// Parses one checkout message.
 pub fn parse_checkout(bytes: &[u8]) -> Result<Checkout, BadMessage> {
-    if let Ok(Ok(checkout)) = serde_json::from_slice::<RawCheckout<'_>>(bytes).map(RawCheckout::validate) {
+    if let Ok(Ok(checkout)) =
+        serde_json::from_slice::<RawCheckout<'_>>(bytes).map(RawCheckout::validate)
+    {
         return Ok(checkout);
     }
     diagnose(bytes, EventKind::Checkout).and_then(|obj| checkout_from_value(&obj))

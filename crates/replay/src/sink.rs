@@ -1,0 +1,164 @@
+//! NDJSON writers: output rows, late clicks and dead letters.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use firstclick_model::{AttributedRow, Click};
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}; check free space and permissions")]
+pub struct SinkError {
+    /// The file (or `-` for standard output).
+    pub path: PathBuf,
+    /// The cause.
+    pub source: std::io::Error,
+}
+
+/// A buffered NDJSON file (or standard output for `-`).
+pub struct NdjsonWriter {
+    path: PathBuf,
+    out: BufWriter<Box<dyn Write + Send>>,
+    line: Vec<u8>,
+}
+
+impl NdjsonWriter {
+    /// Creates (truncates) `path`; `-` writes to standard output.
+    pub fn create(path: &Path) -> Result<Self, SinkError> {
+        let inner: Box<dyn Write + Send> = if path == Path::new("-") {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(File::create(path).map_err(|source| SinkError {
+                path: path.to_path_buf(),
+                source,
+            })?)
+        };
+        Ok(NdjsonWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, inner),
+            line: Vec::with_capacity(1024),
+        })
+    }
+
+    fn err(&self, source: std::io::Error) -> SinkError {
+        SinkError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Writes one value as a line of JSON.
+    pub fn write<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SinkError> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, value)
+            .map_err(|e| self.err(std::io::Error::other(e)))?;
+        self.line.push(b'\n');
+        let line = std::mem::take(&mut self.line);
+        let r = self.out.write_all(&line).map_err(|e| self.err(e));
+        self.line = line;
+        r
+    }
+
+    /// Flushes buffered lines.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush().map_err(|e| self.err(e))
+    }
+}
+
+/// Where finished rows go.
+pub trait RowSink {
+    /// Writes one row.
+    fn write_row(&mut self, row: &AttributedRow) -> Result<(), SinkError>;
+    /// Makes everything written so far durable (or visible).
+    fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+impl RowSink for NdjsonWriter {
+    fn write_row(&mut self, row: &AttributedRow) -> Result<(), SinkError> {
+        self.write(row)
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        NdjsonWriter::flush(self)
+    }
+}
+
+/// Rows kept in memory (tests, benchmarks).
+impl RowSink for Vec<AttributedRow> {
+    fn write_row(&mut self, row: &AttributedRow) -> Result<(), SinkError> {
+        self.push(row.clone());
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Rows counted and dropped (benchmarks of the engine alone).
+#[derive(Default)]
+pub struct CountingSink {
+    /// Rows seen.
+    pub rows: u64,
+}
+
+impl RowSink for CountingSink {
+    fn write_row(&mut self, _row: &AttributedRow) -> Result<(), SinkError> {
+        self.rows += 1;
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A late click as written to the late output.
+#[derive(serde::Serialize)]
+pub struct LateClickRecord<'a> {
+    /// The click.
+    pub click_id: String,
+    /// The user.
+    pub user_id: i64,
+    /// The product.
+    pub product_id: String,
+    /// Its event time.
+    pub datetime_occured: String,
+    /// The watermark when it arrived.
+    pub watermark: String,
+    /// Whether it was still kept for checkouts not final yet.
+    pub kept_for_pending: bool,
+    /// Why it is here.
+    pub reason: &'a str,
+}
+
+impl<'a> LateClickRecord<'a> {
+    /// The record of `click`, late against `watermark`.
+    pub fn new(click: &Click, watermark: Option<firstclick_model::EventTime>, kept: bool) -> Self {
+        LateClickRecord {
+            click_id: click.click_id.to_string(),
+            user_id: click.user_id,
+            product_id: click.product_id.to_string(),
+            datetime_occured: click.time.to_rfc3339(),
+            watermark: watermark.map(|w| w.to_rfc3339()).unwrap_or_default(),
+            kept_for_pending: kept,
+            reason:
+                "arrived after the watermark passed its event time; written rows were not changed",
+        }
+    }
+}
+
+/// A refused line as written to the dead-letter output.
+#[derive(serde::Serialize)]
+pub struct DeadLetterRecord<'a> {
+    /// `click` or `checkout`.
+    pub stream: &'a str,
+    /// Source file.
+    pub file: &'a str,
+    /// 1-based line number.
+    pub line: u64,
+    /// The offending field, if one is to blame.
+    pub field: Option<&'a str>,
+    /// Why it was refused.
+    pub reason: &'a str,
+    /// The line (cut to 1,000 bytes).
+    pub text: &'a str,
+}

@@ -1,0 +1,129 @@
+//! Command-line flags of `streaming` (each also an environment variable).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use firstclick_engine::EngineConfig;
+use firstclick_model::AttributionModel;
+
+/// firstclick streaming: first-click attribution of checkouts, in real time.
+///
+/// With no subcommand it runs the pipeline against Pub/Sub, Redis and BigQuery when a cloud is
+/// configured (PUBSUB_EMULATOR_HOST or GOOGLE_APPLICATION_CREDENTIALS set), and otherwise the
+/// embedded demo, which needs no external service.
+#[derive(Parser, Debug)]
+#[command(name = "streaming", version, about, long_about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: firstclick_cli::LogArgs,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Replay NDJSON files of clicks and checkouts through the engine into NDJSON rows.
+    Replay(ReplayArgs),
+    /// Generate events in process and attribute them into an NDJSON file (no external service).
+    Demo(DemoArgs),
+}
+
+/// Attribution settings.
+#[derive(Args, Clone, Debug)]
+pub struct EngineArgs {
+    /// How far before a checkout its click may be, in seconds (inclusive).
+    #[arg(long = "lookback-secs", env = "LOOKBACK_SECS", default_value_t = 3600)]
+    pub lookback_secs: u64,
+
+    /// How far, in seconds, a click may arrive behind the newest click seen (watermark delay).
+    #[arg(
+        long = "out-of-orderness-secs",
+        env = "OUT_OF_ORDERNESS_SECS",
+        default_value_t = 15
+    )]
+    pub out_of_orderness_secs: u64,
+
+    /// Seconds without any click after which the watermark follows processing time.
+    #[arg(
+        long = "idle-timeout-secs",
+        env = "IDLE_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub idle_timeout_secs: u64,
+
+    /// Attribution model: first_click (default) or last_click.
+    #[arg(
+        long = "attribution-model",
+        env = "ATTRIBUTION_MODEL",
+        default_value = "first_click"
+    )]
+    pub model: AttributionModel,
+}
+
+impl EngineArgs {
+    /// The engine configuration these flags describe.
+    pub fn config(&self) -> EngineConfig {
+        const S: i64 = 1_000_000;
+        let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX / S).saturating_mul(S);
+        EngineConfig {
+            lookback_micros: secs(self.lookback_secs),
+            out_of_orderness_micros: secs(self.out_of_orderness_secs),
+            idle_timeout_micros: secs(self.idle_timeout_secs),
+            model: self.model,
+        }
+    }
+}
+
+/// `streaming replay`.
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Clicks, one JSON object per line.
+    #[arg(long)]
+    pub clicks: PathBuf,
+    /// Checkouts, one JSON object per line.
+    #[arg(long)]
+    pub checkouts: PathBuf,
+    /// Users, one {"id": <int>, "user_name": "<str>"} per line; without it names are NULL.
+    #[arg(long)]
+    pub users: Option<PathBuf>,
+    /// Where the rows go, one JSON object per line (`-` for standard output).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Where late clicks go (optional).
+    #[arg(long)]
+    pub late: Option<PathBuf>,
+    /// Where refused lines go, with their reasons (optional; always reported on stderr).
+    #[arg(long = "dead-letter")]
+    pub dead_letter: Option<PathBuf>,
+    /// Print the summary as JSON instead of text.
+    #[arg(long = "summary-json")]
+    pub summary_json: bool,
+    /// Attribution settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `streaming demo` (also what `streaming` runs with no cloud configured).
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Where the rows go.
+    #[arg(
+        long = "demo-out",
+        env = "DEMO_OUT",
+        default_value = "out/demo-rows.ndjson"
+    )]
+    pub out: PathBuf,
+    /// How many clicks to generate.
+    #[arg(long = "demo-clicks", env = "DEMO_CLICKS", default_value_t = 200_000)]
+    pub clicks: u64,
+    /// Seed of the generator.
+    #[arg(long = "demo-seed", env = "DEMO_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Attribution settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}

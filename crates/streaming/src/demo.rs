@@ -1,0 +1,64 @@
+//! The embedded demo: the data generator feeds the engine directly, rows go to an NDJSON file.
+//! Every message still goes through the real parser, so the demo shows bad messages, duplicates,
+//! disorder and unknown users being handled as in production.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use datagen::{Generator, GeneratorConfig};
+use firstclick_model::{parse_checkout, parse_click, EventKind};
+use firstclick_replay::sink::NdjsonWriter;
+use firstclick_replay::Pipeline;
+
+use crate::args::DemoArgs;
+
+/// Runs the demo and prints its summary.
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let engine = args.engine.config();
+    let generator = Generator::new(GeneratorConfig {
+        seed: args.seed,
+        clicks: Some(args.clicks),
+        disorder_secs: 10.0,
+        duplicate_rate: 0.01,
+        stale_click_rate: 0.02,
+        organic_rate: 0.05,
+        unknown_user_rate: 0.02,
+        malformed_rate: 0.001,
+        stale_after_secs: args.engine.lookback_secs,
+        ..GeneratorConfig::default()
+    });
+    let users: HashMap<i64, String> = generator
+        .users()
+        .iter()
+        .map(|u| (u.id, u.user_name.clone()))
+        .collect();
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
+    }
+    let sink = NdjsonWriter::create(&args.out)?;
+    let mut pipeline = Pipeline::new(engine, users, sink);
+    let mut bad_shown = 0;
+    for event in generator {
+        let parsed = match event.kind {
+            EventKind::Click => parse_click(event.line.as_bytes()).map(|c| pipeline.click(c)),
+            EventKind::Checkout => {
+                parse_checkout(event.line.as_bytes()).map(|c| pipeline.checkout(c))
+            }
+        };
+        match parsed {
+            Ok(written) => written?,
+            Err(bad) => {
+                pipeline.bad();
+                if bad_shown < 5 {
+                    tracing::warn!(reason = %bad, "bad message (dead-lettered in production)");
+                    bad_shown += 1;
+                }
+            }
+        }
+    }
+    let (summary, _) = pipeline.finish()?;
+    println!("{summary}");
+    println!("rows written to {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! `streaming replay`: NDJSON files through the engine, summary at the end.
+
+use anyhow::Context;
+use firstclick_replay::{replay, ReplayOptions};
+
+use crate::args::ReplayArgs;
+
+/// Runs the replay and prints its summary (to stderr when the rows go to stdout).
+pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let opts = ReplayOptions {
+        clicks: args.clicks,
+        checkouts: args.checkouts,
+        users: args.users,
+        out: args.out.clone(),
+        late: args.late,
+        dead_letter: args.dead_letter,
+        engine: args.engine.config(),
+        progress: true,
+    };
+    let summary = replay(&opts).context("replay failed")?;
+    let text = if args.summary_json {
+        serde_json::to_string(&summary).context("cannot serialize the summary")?
+    } else {
+        summary.to_string()
+    };
+    if args.out.as_os_str() == "-" {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
