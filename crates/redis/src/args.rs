@@ -14,7 +14,7 @@ use crate::error::RedisError;
 /// Where Redis is and how the user-name cache behaves.
 #[derive(Args, Clone)]
 pub struct RedisArgs {
-    /// Redis server URL: redis://[user[:password]@]host[:port][/db].
+    /// Redis server URL: `redis://[user[:password]@]host[:port][/db]`.
     #[arg(
         long = "redis-url",
         env = "REDIS_URL",

@@ -12,6 +12,16 @@
 //! - [`cache`]: the bounded TTL cache behind it ([`CacheSettings`]).
 //! - [`error`]: [`RedisError`], with [`RedisError::is_transient`] to decide between retrying and
 //!   stopping.
+//!
+//! # Tests and measurements
+//! The integration tests need a real `redis-server`: `REDIS_URL` names the shared one (they
+//! panic when it is unset), and the outage, password and command-counting tests start private
+//! `redis-server` children on free ports (binary from `REDIS_SERVER`, default `redis-server`):
+//! ```text
+//! redis-server --port 6390 --save "" --appendonly no --daemonize yes
+//! REDIS_URL=redis://127.0.0.1:6390 cargo test -p firstclick-redis
+//! REDIS_URL=redis://127.0.0.1:6390 cargo run --release -p firstclick-redis --example lookup_throughput
+//! ```
 
 pub mod args;
 pub mod cache;
