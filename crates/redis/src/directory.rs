@@ -1,0 +1,385 @@
+//! [`UserDirectory`]: user names from the Redis hashes `user_{id}`, through a small TTL cache,
+//! with every cache miss of a call fetched in one pipelined round trip; and bulk writes of users.
+//!
+//! One [`redis::aio::ConnectionManager`] (a multiplexed connection that reconnects by itself) is
+//! shared by all callers. Every operation is bounded in time ([`Timeouts`]), so an outage shows up
+//! as an error within seconds and the caller can back off and retry; when the server returns, the
+//! next calls reconnect without rebuilding anything.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use firstclick_model::user::redis_key;
+use firstclick_model::UserId;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionInfo, Pipeline, Value};
+
+use crate::args::RedisArgs;
+use crate::cache::{CacheSettings, TtlCache};
+use crate::error::RedisError;
+
+/// The hash field that holds a user's name.
+pub const USER_NAME_FIELD: &str = "user_name";
+/// The hash field that holds a user's password. Written by [`UserDirectory::put_users`], never
+/// read.
+pub const PASSWORD_FIELD: &str = "password";
+/// Users written per pipelined round trip by [`UserDirectory::put_users`].
+pub const PUT_BATCH: usize = 1000;
+
+/// Time bounds of every Redis operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Bound on one connection attempt (TCP connect and handshake).
+    pub connect: Duration,
+    /// Bound on waiting for the replies of one command or pipeline.
+    pub response: Duration,
+    /// Connection attempts after the first one, with jittered exponential backoff (100 ms,
+    /// 200 ms, ... at most 500 ms), before a call fails.
+    pub reconnect_retries: usize,
+    /// Hard bound on a whole call (`names`, one batch of `put_users`, one `wait_until_ready`
+    /// probe), whatever happens inside.
+    pub operation: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            response: Duration::from_secs(2),
+            reconnect_retries: 2,
+            operation: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters for metrics. All are totals since the directory was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryStats {
+    /// Distinct ids per call answered from the cache.
+    pub cache_hits: u64,
+    /// Distinct ids per call that had to be fetched from Redis.
+    pub cache_misses: u64,
+    /// Entries currently held by the cache (expired ones included until evicted).
+    pub cache_entries: u64,
+    /// Pipelined lookups sent to Redis (one per `names` call with misses).
+    pub lookups: u64,
+    /// Operations (lookups and writes) that failed.
+    pub errors: u64,
+    /// Keys `user_{id}` found holding something other than a hash, answered as `None`.
+    pub wrong_type: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    lookups: AtomicU64,
+    errors: AtomicU64,
+    wrong_type: AtomicU64,
+}
+
+/// User names from Redis, cached. Cheap to share behind an `Arc`; all methods take `&self` and
+/// concurrent callers share one multiplexed connection.
+pub struct UserDirectory {
+    conn: ConnectionManager,
+    /// `host:port`, for messages (never the password).
+    addr: String,
+    timeouts: Timeouts,
+    cache: Mutex<TtlCache<Option<String>>>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for UserDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserDirectory")
+            .field("addr", &self.addr)
+            .field("timeouts", &self.timeouts)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl UserDirectory {
+    /// Builds a directory from the command-line flags, with default [`Timeouts`].
+    ///
+    /// Does not connect: the connection is opened by the first call (use
+    /// [`UserDirectory::wait_until_ready`] to check the server at start-up), so a service can
+    /// start while Redis is still down. Must be called inside a Tokio runtime.
+    pub fn new(args: &RedisArgs) -> Result<Self, RedisError> {
+        Self::with_settings(
+            args.connection_info()?,
+            args.cache_settings(),
+            Timeouts::default(),
+        )
+    }
+
+    /// Builds a directory from explicit settings. Does not connect (see [`UserDirectory::new`]).
+    pub fn with_settings(
+        info: ConnectionInfo,
+        cache: CacheSettings,
+        timeouts: Timeouts,
+    ) -> Result<Self, RedisError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RedisError::NoRuntime);
+        }
+        let addr = info.addr().to_string();
+        let client = redis::Client::open(info).map_err(|source| RedisError::InvalidUrl {
+            url: addr.clone(),
+            source,
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeouts.connect))
+            .set_response_timeout(Some(timeouts.response))
+            .set_number_of_retries(timeouts.reconnect_retries)
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| RedisError::from_redis(&addr, e, timeouts.connect))?;
+        Ok(UserDirectory {
+            conn,
+            addr,
+            timeouts,
+            cache: Mutex::new(TtlCache::new(cache)),
+            counters: Counters::default(),
+        })
+    }
+
+    /// `host:port` of the server.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The names of `ids`: `Some(name)` for users with a `user_name`, `None` for unknown users
+    /// and users without that field. Every id of `ids` is a key of the answer.
+    ///
+    /// Cached answers (including `None`) younger than the TTL are reused; all other ids are
+    /// fetched in one pipelined round trip (`HGET user_{id} user_name` each). On error nothing is
+    /// cached and the caller should retry later ([`RedisError::is_transient`]).
+    pub async fn names(
+        &self,
+        ids: &[UserId],
+    ) -> Result<HashMap<UserId, Option<String>>, RedisError> {
+        let mut answer = HashMap::with_capacity(ids.len());
+        let mut misses = Vec::new();
+        {
+            let now = Instant::now();
+            let cache = self.lock_cache();
+            let mut missed = HashSet::new();
+            for &id in ids {
+                if answer.contains_key(&id) || missed.contains(&id) {
+                    continue;
+                }
+                match cache.get(id, now) {
+                    Some(name) => {
+                        answer.insert(id, name);
+                    }
+                    None => {
+                        missed.insert(id);
+                        misses.push(id);
+                    }
+                }
+            }
+        }
+        self.counters
+            .hits
+            .fetch_add(answer.len() as u64, Ordering::Relaxed);
+        self.counters
+            .misses
+            .fetch_add(misses.len() as u64, Ordering::Relaxed);
+        if misses.is_empty() {
+            return Ok(answer);
+        }
+
+        let mut pipe = redis::pipe();
+        // Per-command errors come back as values: one odd key must not fail the whole batch.
+        pipe.ignore_errors();
+        for &id in &misses {
+            pipe.cmd("HGET").arg(redis_key(id)).arg(USER_NAME_FIELD);
+        }
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        let replies = self.run_pipeline(&pipe).await?;
+        if replies.len() != misses.len() {
+            return Err(self.fail(RedisError::UnexpectedReply {
+                addr: self.addr.clone(),
+                what: format!("a pipeline of {} HGET", misses.len()),
+                expected: "one reply per command",
+                found: format!("{} replies", replies.len()),
+            }));
+        }
+        let mut fetched = Vec::with_capacity(misses.len());
+        for (&id, reply) in misses.iter().zip(replies) {
+            fetched.push((id, self.name_from_reply(id, reply)?));
+        }
+
+        let now = Instant::now();
+        let mut cache = self.lock_cache();
+        for (id, name) in fetched {
+            cache.insert(id, name.clone(), now);
+            answer.insert(id, name);
+        }
+        Ok(answer)
+    }
+
+    /// Writes users as hashes `user_{id}` with fields `user_name` and `password` (HSET, so other
+    /// fields are kept), in pipelined batches of [`PUT_BATCH`]. Cached names of the written ids
+    /// are forgotten. On error, earlier batches stay written; writing again is harmless.
+    pub async fn put_users(&self, users: &[(UserId, String, String)]) -> Result<(), RedisError> {
+        for batch in users.chunks(PUT_BATCH) {
+            let mut pipe = redis::pipe();
+            for (id, name, password) in batch {
+                pipe.cmd("HSET")
+                    .arg(redis_key(*id))
+                    .arg(USER_NAME_FIELD)
+                    .arg(name)
+                    .arg(PASSWORD_FIELD)
+                    .arg(password)
+                    .ignore();
+            }
+            self.run_pipeline(&pipe).await?;
+            let mut cache = self.lock_cache();
+            for (id, _, _) in batch {
+                cache.remove(*id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until Redis answers `PING`, probing every 100 ms, for at most `timeout`.
+    pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), RedisError> {
+        let start = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            let probe = self.bounded(left.min(self.timeouts.operation), async {
+                let mut conn = self.conn.clone();
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            });
+            let last = match probe.await {
+                Ok(pong) if pong == "PONG" => return Ok(()),
+                Ok(other) => RedisError::UnexpectedReply {
+                    addr: self.addr.clone(),
+                    what: "PING".into(),
+                    expected: "PONG",
+                    found: truncate(&other),
+                },
+                Err(e) => e,
+            };
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() || !last.is_transient() {
+                return Err(RedisError::NotReady {
+                    addr: self.addr.clone(),
+                    waited: start.elapsed(),
+                    last: Box::new(last),
+                });
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+        }
+    }
+
+    /// Cache and Redis counters, for metrics.
+    pub fn stats(&self) -> DirectoryStats {
+        DirectoryStats {
+            cache_hits: self.counters.hits.load(Ordering::Relaxed),
+            cache_misses: self.counters.misses.load(Ordering::Relaxed),
+            cache_entries: self.lock_cache().len() as u64,
+            lookups: self.counters.lookups.load(Ordering::Relaxed),
+            errors: self.counters.errors.load(Ordering::Relaxed),
+            wrong_type: self.counters.wrong_type.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends `pipe` and returns its replies, within [`Timeouts::operation`]. A connection found
+    /// broken (server restarted since the last call) is retried once on the fresh connection the
+    /// manager opens; all commands sent here are idempotent, so a repeat is harmless.
+    async fn run_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>, RedisError> {
+        let result = self
+            .bounded(self.timeouts.operation, async {
+                let mut conn = self.conn.clone();
+                match pipe.query_async::<Vec<Value>>(&mut conn).await {
+                    Err(e) if e.is_connection_dropped() => {
+                        tracing::debug!(addr = %self.addr, error = %e, "Redis connection lost, retrying once on a new connection");
+                        pipe.query_async::<Vec<Value>>(&mut conn).await
+                    }
+                    other => other,
+                }
+            })
+            .await;
+        result.map_err(|e| self.fail(e))
+    }
+
+    /// Runs `fut` for at most `limit`, classifying its errors.
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisError> {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RedisError::from_redis(
+                &self.addr,
+                e,
+                self.timeouts.response,
+            )),
+            Err(_) => Err(RedisError::Timeout {
+                addr: self.addr.clone(),
+                timeout: limit,
+            }),
+        }
+    }
+
+    fn fail(&self, e: RedisError) -> RedisError {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        e
+    }
+
+    fn name_from_reply(&self, id: UserId, reply: Value) -> Result<Option<String>, RedisError> {
+        match reply {
+            Value::Nil => Ok(None),
+            Value::BulkString(bytes) => Ok(Some(match String::from_utf8(bytes) {
+                Ok(name) => name,
+                Err(e) => {
+                    tracing::warn!(key = %redis_key(id), "user_name is not valid UTF-8; invalid bytes replaced");
+                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                }
+            })),
+            Value::SimpleString(name) => Ok(Some(name)),
+            Value::VerbatimString { text, .. } => Ok(Some(text)),
+            Value::ServerError(e) if e.code() == "WRONGTYPE" => {
+                // A data problem, not an outage: answer "no name" instead of stalling the stream.
+                self.counters.wrong_type.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %redis_key(id), "key is not a hash; user treated as unknown");
+                Ok(None)
+            }
+            Value::ServerError(e) => {
+                // LOADING, BUSY, NOAUTH...: the server cannot answer now; fail the whole call.
+                let source: redis::RedisError = e.into();
+                Err(self.fail(RedisError::from_redis(
+                    &self.addr,
+                    source,
+                    self.timeouts.response,
+                )))
+            }
+            other => Err(self.fail(RedisError::UnexpectedReply {
+                addr: self.addr.clone(),
+                what: format!("HGET {} {USER_NAME_FIELD}", redis_key(id)),
+                expected: "a string or nil",
+                found: truncate(&format!("{other:?}")),
+            })),
+        }
+    }
+
+    fn lock_cache(&self) -> MutexGuard<'_, TtlCache<Option<String>>> {
+        // The cache holds no invariant a panicking holder could break halfway.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn truncate(s: &str) -> String {
+    const MAX: usize = 120;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}
