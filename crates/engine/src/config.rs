@@ -29,10 +29,11 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// How far the watermark must move between two sweeps of expired state: a sixteenth of the
-    /// lookback (at least a second), so each click is visited a bounded number of times.
+    /// How far the watermark must move between two sweeps of expired state: an eighth of the
+    /// lookback (at least a second), so each click is visited about eight times and state
+    /// overshoots the retention by at most an eighth of the lookback.
     pub(crate) fn sweep_interval_micros(&self) -> i64 {
-        (self.lookback_micros / 16).max(MICROS_PER_SECOND)
+        (self.lookback_micros / 8).max(MICROS_PER_SECOND)
     }
 
     /// How far behind the watermark state is kept.

@@ -325,7 +325,7 @@ fn state_is_bounded_by_rate_times_retention() {
         e.drain_final(&mut out);
     }
     let retention = 3600 + 15 + 15;
-    let sweep_slack = 3600 / 16;
+    let sweep_slack = 3600 / 8;
     assert!(
         e.live_clicks() <= (retention + sweep_slack) as usize + 1,
         "{} live clicks",

@@ -65,7 +65,9 @@ pub struct Checkout {
 
 /// Parses one click message.
 pub fn parse_click(bytes: &[u8]) -> Result<Click, BadMessage> {
-    if let Ok(Ok(click)) = serde_json::from_slice::<RawClick<'_>>(bytes).map(RawClick::validate) {
+    if let Some(click) = fast_path(bytes, |t| {
+        serde_json::from_str::<RawClick<'_>>(t).map(RawClick::validate)
+    }) {
         return Ok(click);
     }
     diagnose(bytes, EventKind::Click).and_then(|obj| click_from_value(&obj))
@@ -73,9 +75,9 @@ pub fn parse_click(bytes: &[u8]) -> Result<Click, BadMessage> {
 
 /// Parses one checkout message.
 pub fn parse_checkout(bytes: &[u8]) -> Result<Checkout, BadMessage> {
-    if let Ok(Ok(checkout)) =
-        serde_json::from_slice::<RawCheckout<'_>>(bytes).map(RawCheckout::validate)
-    {
+    if let Some(checkout) = fast_path(bytes, |t| {
+        serde_json::from_str::<RawCheckout<'_>>(t).map(RawCheckout::validate)
+    }) {
         return Ok(checkout);
     }
     diagnose(bytes, EventKind::Checkout).and_then(|obj| checkout_from_value(&obj))
@@ -83,6 +85,16 @@ pub fn parse_checkout(bytes: &[u8]) -> Result<Checkout, BadMessage> {
 
 // ---------------------------------------------------------------------------------------------
 // Fast path
+
+/// Checks UTF-8 once for the whole line (cheaper than serde_json's check of every string), then
+/// deserializes; `None` sends the message to the slow path for a precise reason.
+fn fast_path<'a, T>(
+    bytes: &'a [u8],
+    parse: impl FnOnce(&'a str) -> Result<Result<T, ()>, serde_json::Error>,
+) -> Option<T> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    parse(text).ok()?.ok()
+}
 
 #[derive(Deserialize)]
 struct RawClick<'a> {

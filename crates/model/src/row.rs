@@ -71,9 +71,100 @@ pub struct AttributedRow {
 impl AttributedRow {
     /// The row as one line of JSON (no trailing newline).
     pub fn to_json(&self) -> String {
-        // Serializing plain strings, numbers and nulls into a String cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(640);
+        self.write_json(&mut out);
+        // write_json writes valid UTF-8: JSON punctuation, escaped strings and numbers.
+        String::from_utf8(out).unwrap_or_default()
     }
+
+    /// Appends the row as one line of JSON (no trailing newline) to `out`. Same text as the
+    /// `Serialize` implementation, written directly: this runs once per output row.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let c = &self.checkout;
+        out.extend_from_slice(b"{\"checkout_id\":");
+        json_id(out, &c.checkout_id);
+        out.extend_from_slice(b",\"user_id\":\"");
+        out.extend_from_slice(c.user_id.to_string().as_bytes());
+        out.extend_from_slice(b"\",\"user_name\":");
+        json_opt_str(out, self.user_name.as_deref());
+        out.extend_from_slice(b",\"product_id\":");
+        json_id(out, &c.product_id);
+        out.extend_from_slice(b",\"payment_method\":");
+        json_opt_str(out, c.payment_method.as_deref());
+        out.extend_from_slice(b",\"total_amount\":");
+        match c.total_amount {
+            // serde_json writes finite floats with ryu, as the Serialize path does.
+            Some(v) => {
+                let _ = serde_json::to_writer(&mut *out, &v);
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"shipping_address\":");
+        json_opt_str(out, c.shipping_address.as_deref());
+        out.extend_from_slice(b",\"billing_address\":");
+        json_opt_str(out, c.billing_address.as_deref());
+        out.extend_from_slice(b",\"user_agent\":");
+        json_opt_str(out, c.user_agent.as_deref());
+        out.extend_from_slice(b",\"ip_address\":");
+        json_opt_str(out, c.ip_address.as_deref());
+        out.extend_from_slice(b",\"checkout_time\":");
+        json_time(out, c.time);
+        out.extend_from_slice(b",\"click_id\":");
+        match &self.click {
+            Some(k) => json_id(out, &k.click_id),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"click_time\":");
+        match &self.click {
+            Some(k) => json_time(out, k.time),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"attribution_model\":\"");
+        out.extend_from_slice(self.model.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"processed_at\":");
+        json_time(out, self.processed_at);
+        out.push(b'}');
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json_id(out: &mut Vec<u8>, id: &Id) {
+    match id {
+        Id::Uuid(_) => {
+            let mut s = String::with_capacity(36);
+            id.write_to(&mut s);
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
+        Id::Text(t) => json_str(out, t),
+    }
+}
+
+fn json_time(out: &mut Vec<u8>, t: EventTime) {
+    let mut s = String::with_capacity(32);
+    t.write_rfc3339(&mut s);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 impl Serialize for AttributedRow {
@@ -150,6 +241,19 @@ mod tests {
         assert_eq!(obj["click_time"], "1970-01-01T00:00:01Z");
         assert_eq!(obj["total_amount"], 12.5);
         assert!(obj["shipping_address"].is_null());
+    }
+
+    #[test]
+    fn direct_writer_matches_serde() {
+        let mut r = row();
+        assert_eq!(r.to_json(), serde_json::to_string(&r).expect("serializes"));
+        r.click = None;
+        r.user_name = Some("quote \" backslash \\ tab \t é".into());
+        r.checkout.ip_address = Some("\u{1}".into());
+        r.checkout.total_amount = Some(0.1 + 0.2);
+        assert_eq!(r.to_json(), serde_json::to_string(&r).expect("serializes"));
+        let back: serde_json::Value = serde_json::from_str(&r.to_json()).expect("valid JSON");
+        assert_eq!(back["user_name"], "quote \" backslash \\ tab \t é");
     }
 
     #[test]

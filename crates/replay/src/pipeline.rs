@@ -107,7 +107,7 @@ impl<S: RowSink> Pipeline<S> {
                 self.summary.unknown_users += 1;
             }
             let row = f.into_row(name, now);
-            self.sink.write_row(&row)?;
+            self.sink.write_row(row)?;
         }
         Ok(())
     }

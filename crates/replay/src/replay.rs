@@ -11,7 +11,7 @@ use firstclick_model::EventKind;
 
 use crate::merge::Merge;
 use crate::pipeline::Pipeline;
-use crate::sink::{DeadLetterRecord, NdjsonWriter, SinkError};
+use crate::sink::{BackgroundWriter, DeadLetterRecord, NdjsonWriter, SinkError};
 use crate::source::{FileSource, Item, SourceError};
 use crate::summary::Summary;
 use crate::users::{load_users, UserNames, UsersError};
@@ -59,7 +59,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, ReplayError> {
     };
     let clicks = FileSource::open(&opts.clicks, EventKind::Click)?;
     let checkouts = FileSource::open(&opts.checkouts, EventKind::Checkout)?;
-    let mut pipeline = Pipeline::new(opts.engine, users, NdjsonWriter::create(&opts.out)?);
+    let rows = BackgroundWriter::spawn(NdjsonWriter::create(&opts.out)?)?;
+    let mut pipeline = Pipeline::new(opts.engine, users, rows);
     if let Some(late) = &opts.late {
         pipeline = pipeline.with_late_output(NdjsonWriter::create(late)?);
     }

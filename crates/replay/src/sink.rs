@@ -69,14 +69,20 @@ impl NdjsonWriter {
 /// Where finished rows go.
 pub trait RowSink {
     /// Writes one row.
-    fn write_row(&mut self, row: &AttributedRow) -> Result<(), SinkError>;
+    fn write_row(&mut self, row: AttributedRow) -> Result<(), SinkError>;
     /// Makes everything written so far durable (or visible).
     fn flush(&mut self) -> Result<(), SinkError>;
 }
 
 impl RowSink for NdjsonWriter {
-    fn write_row(&mut self, row: &AttributedRow) -> Result<(), SinkError> {
-        self.write(row)
+    fn write_row(&mut self, row: AttributedRow) -> Result<(), SinkError> {
+        self.line.clear();
+        row.write_json(&mut self.line);
+        self.line.push(b'\n');
+        let line = std::mem::take(&mut self.line);
+        let r = self.out.write_all(&line).map_err(|e| self.err(e));
+        self.line = line;
+        r
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         NdjsonWriter::flush(self)
@@ -85,8 +91,8 @@ impl RowSink for NdjsonWriter {
 
 /// Rows kept in memory (tests, benchmarks).
 impl RowSink for Vec<AttributedRow> {
-    fn write_row(&mut self, row: &AttributedRow) -> Result<(), SinkError> {
-        self.push(row.clone());
+    fn write_row(&mut self, row: AttributedRow) -> Result<(), SinkError> {
+        self.push(row);
         Ok(())
     }
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -102,12 +108,100 @@ pub struct CountingSink {
 }
 
 impl RowSink for CountingSink {
-    fn write_row(&mut self, _row: &AttributedRow) -> Result<(), SinkError> {
+    fn write_row(&mut self, _row: AttributedRow) -> Result<(), SinkError> {
         self.rows += 1;
         Ok(())
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+}
+
+/// Rows batched to a writer thread that serializes and writes them, so the engine's thread
+/// does not spend its time on JSON and system calls.
+pub struct BackgroundWriter {
+    batch: Vec<AttributedRow>,
+    tx: Option<crossbeam_channel::Sender<Vec<AttributedRow>>>,
+    handle: Option<std::thread::JoinHandle<Result<NdjsonWriter, SinkError>>>,
+    path: PathBuf,
+}
+
+impl BackgroundWriter {
+    /// Rows per batch handed to the writer thread.
+    const BATCH: usize = 1024;
+
+    /// Starts the writer thread around `inner`.
+    pub fn spawn(mut inner: NdjsonWriter) -> Result<Self, SinkError> {
+        let path = inner.path.clone();
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<AttributedRow>>(4);
+        let handle = std::thread::Builder::new()
+            .name("write-rows".into())
+            .spawn(move || {
+                for batch in rx {
+                    for row in batch {
+                        inner.write_row(row)?;
+                    }
+                }
+                inner.flush()?;
+                Ok(inner)
+            })
+            .map_err(|source| SinkError {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(BackgroundWriter {
+            batch: Vec::with_capacity(Self::BATCH),
+            tx: Some(tx),
+            handle: Some(handle),
+            path,
+        })
+    }
+
+    fn send(&mut self) -> Result<(), SinkError> {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(Self::BATCH));
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // The writer thread stopped: its own error says why.
+            self.join().and_then(|_| {
+                Err(SinkError {
+                    path: self.path.clone(),
+                    source: std::io::Error::other("the row writer thread stopped"),
+                })
+            })
+        }
+    }
+
+    fn join(&mut self) -> Result<(), SinkError> {
+        self.tx = None;
+        match self.handle.take().map(|h| h.join()) {
+            None | Some(Ok(Ok(_))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(SinkError {
+                path: self.path.clone(),
+                source: std::io::Error::other("the row writer thread panicked"),
+            }),
+        }
+    }
+}
+
+impl RowSink for BackgroundWriter {
+    fn write_row(&mut self, row: AttributedRow) -> Result<(), SinkError> {
+        self.batch.push(row);
+        if self.batch.len() >= Self::BATCH {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is batched, waits for the writer thread to write and flush everything, and
+    /// stops it: call once, at the end.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if !self.batch.is_empty() {
+            self.send()?;
+        }
+        self.join()
     }
 }
 

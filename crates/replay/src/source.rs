@@ -15,7 +15,7 @@ use crossbeam_channel::{bounded, Receiver};
 use firstclick_model::{parse_checkout, parse_click, BadMessage, Checkout, Click, EventKind};
 
 /// Events per batch sent from a parser thread.
-const BATCH: usize = 4096;
+const BATCH: usize = 1024;
 /// Bytes read per block.
 const BLOCK: usize = 4 << 20;
 
@@ -67,7 +67,7 @@ impl FileSource {
         };
         let file = File::open(path).map_err(err)?;
         let size = file.metadata().map_err(err)?.len();
-        let (tx, rx) = bounded(8);
+        let (tx, rx) = bounded(4);
         let bytes_read = Arc::new(AtomicU64::new(0));
         let counter = bytes_read.clone();
         let owned = path.to_path_buf();
