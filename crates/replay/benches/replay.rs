@@ -1,0 +1,175 @@
+//! Replay benchmark: prints events/s of parse + engine on one core, of the engine alone, and the
+//! bytes of state per live click. Run with `cargo bench -p firstclick-replay`.
+//! `BENCH_CLICKS` (default 300000) sets the data set size.
+//!
+//! Bytes per live click are measured with a counting allocator: everything the click store
+//! allocates (table, lists, id text) divided by the clicks it holds.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Instant;
+
+use datagen::{Generator, GeneratorConfig};
+use firstclick_engine::{Engine, EngineConfig};
+use firstclick_model::{parse_checkout, parse_click, Checkout, Click, EventKind};
+use firstclick_replay::sink::CountingSink;
+use firstclick_replay::Pipeline;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+enum Parsed {
+    Click(Click),
+    Checkout(Checkout),
+}
+
+fn main() {
+    let clicks: u64 = std::env::var("BENCH_CLICKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let generator = Generator::new(GeneratorConfig {
+        clicks: Some(clicks),
+        users: 10_000,
+        disorder_secs: 10.0,
+        duplicate_rate: 0.01,
+        organic_rate: 0.02,
+        unknown_user_rate: 0.01,
+        ..GeneratorConfig::default()
+    });
+    let users: HashMap<i64, String> = generator
+        .users()
+        .iter()
+        .map(|u| (u.id, u.user_name.clone()))
+        .collect();
+    let events: Vec<(EventKind, String)> = generator.map(|e| (e.kind, e.line)).collect();
+    let bytes: usize = events.iter().map(|e| e.1.len() + 1).sum();
+    println!(
+        "data set: {} events ({} clicks), {:.1} MB of NDJSON, 100 clicks/s of event time",
+        events.len(),
+        clicks,
+        bytes as f64 / 1e6
+    );
+
+    // 1. Parse + engine + enrichment + row building, one thread.
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut p = Pipeline::new(EngineConfig::default(), users.clone(), CountingSink::default());
+        for (kind, line) in &events {
+            let r = match kind {
+                EventKind::Click => parse_click(line.as_bytes()).map(|c| p.click(c)),
+                EventKind::Checkout => parse_checkout(line.as_bytes()).map(|c| p.checkout(c)),
+            };
+            if let Ok(Err(e)) = r {
+                panic!("sink failed: {e}");
+            }
+        }
+        let (summary, sink) = p.finish().expect("counting sink never fails");
+        assert_eq!(summary.rows, sink.rows);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    println!(
+        "parse + engine, one core:  {:>10.0} events/s  ({:.0} MB/s of NDJSON)",
+        events.len() as f64 / best,
+        bytes as f64 / best / 1e6
+    );
+
+    // 2. The engine alone, on pre-parsed events.
+    let parsed: Vec<Parsed> = events
+        .iter()
+        .filter_map(|(kind, line)| match kind {
+            EventKind::Click => parse_click(line.as_bytes()).ok().map(Parsed::Click),
+            EventKind::Checkout => parse_checkout(line.as_bytes()).ok().map(Parsed::Checkout),
+        })
+        .collect();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let input: Vec<Parsed> = parsed
+            .iter()
+            .map(|p| match p {
+                Parsed::Click(c) => Parsed::Click(c.clone()),
+                Parsed::Checkout(c) => Parsed::Checkout(c.clone()),
+            })
+            .collect();
+        let start = Instant::now();
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut out = Vec::with_capacity(1024);
+        let mut rows = 0usize;
+        for p in input {
+            match p {
+                Parsed::Click(c) => {
+                    engine.on_click(c);
+                }
+                Parsed::Checkout(c) => {
+                    engine.on_checkout(c);
+                }
+            }
+            engine.drain_final(&mut out);
+            rows += out.len();
+            out.clear();
+        }
+        engine.flush(&mut out);
+        rows += out.len();
+        assert!(rows > 0);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    println!(
+        "engine alone, one core:    {:>10.0} events/s",
+        parsed.len() as f64 / best
+    );
+
+    // 3. Bytes of state per live click: only clicks, no eviction (they all fit in the window).
+    let only_clicks: Vec<Click> = parsed
+        .iter()
+        .filter_map(|p| match p {
+            Parsed::Click(c) => Some(c.clone()),
+            Parsed::Checkout(_) => None,
+        })
+        .take(200_000)
+        .collect();
+    let mut engine = Engine::new(EngineConfig {
+        lookback_micros: i64::MAX / 4,
+        ..EngineConfig::default()
+    });
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut peak_per_click: f64 = 0.0;
+    for (i, c) in only_clicks.into_iter().enumerate() {
+        engine.on_click(c);
+        if i % 1000 == 999 {
+            let per = (LIVE.load(Ordering::Relaxed) - before) as f64 / engine.live_clicks() as f64;
+            peak_per_click = peak_per_click.max(per);
+        }
+    }
+    let after = LIVE.load(Ordering::Relaxed);
+    let live = engine.live_clicks();
+    println!(
+        "state per live click:      {:>10.1} bytes at {} clicks ({} keys), worst {:.1} bytes \
+         right after a table resize; store's own count {:.1} bytes",
+        (after - before) as f64 / live as f64,
+        live,
+        engine.clicks().keys(),
+        peak_per_click,
+        engine.click_state_bytes() as f64 / live as f64
+    );
+}
