@@ -55,6 +55,31 @@ impl Default for Timeouts {
     }
 }
 
+/// A lazily connecting, self-reconnecting connection bounded by `timeouts`, and the server's
+/// `host:port` for messages. Must be called inside a Tokio runtime.
+pub(crate) fn connection_manager(
+    info: ConnectionInfo,
+    timeouts: &Timeouts,
+) -> Result<(ConnectionManager, String), RedisError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(RedisError::NoRuntime);
+    }
+    let addr = info.addr().to_string();
+    let client = redis::Client::open(info).map_err(|source| RedisError::InvalidUrl {
+        url: addr.clone(),
+        source,
+    })?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeouts.connect))
+        .set_response_timeout(Some(timeouts.response))
+        .set_number_of_retries(timeouts.reconnect_retries)
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(Duration::from_millis(500));
+    let conn = ConnectionManager::new_lazy_with_config(client, config)
+        .map_err(|e| RedisError::from_redis(&addr, e, timeouts.connect))?;
+    Ok((conn, addr))
+}
+
 /// Counters for metrics. All are totals since the directory was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirectoryStats {
@@ -122,22 +147,7 @@ impl UserDirectory {
         cache: CacheSettings,
         timeouts: Timeouts,
     ) -> Result<Self, RedisError> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(RedisError::NoRuntime);
-        }
-        let addr = info.addr().to_string();
-        let client = redis::Client::open(info).map_err(|source| RedisError::InvalidUrl {
-            url: addr.clone(),
-            source,
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeouts.connect))
-            .set_response_timeout(Some(timeouts.response))
-            .set_number_of_retries(timeouts.reconnect_retries)
-            .set_min_delay(Duration::from_millis(100))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| RedisError::from_redis(&addr, e, timeouts.connect))?;
+        let (conn, addr) = connection_manager(info, &timeouts)?;
         Ok(UserDirectory {
             conn,
             addr,

@@ -10,6 +10,7 @@
 //! - [`directory`]: [`UserDirectory`], the enricher: cached, batched, pipelined `names` lookups
 //!   that fail fast during an outage and recover by themselves; `put_users`; `wait_until_ready`.
 //! - [`cache`]: the bounded TTL cache behind it ([`CacheSettings`]).
+//! - [`checkpoint`]: [`CheckpointStore`], the streaming engine's checkpoints as one Redis string.
 //! - [`error`]: [`RedisError`], with [`RedisError::is_transient`] to decide between retrying and
 //!   stopping.
 //!
@@ -25,11 +26,13 @@
 
 pub mod args;
 pub mod cache;
+pub mod checkpoint;
 pub mod directory;
 pub mod error;
 
 pub use args::RedisArgs;
 pub use cache::CacheSettings;
+pub use checkpoint::CheckpointStore;
 pub use directory::{DirectoryStats, Timeouts, UserDirectory};
 pub use error::RedisError;
 pub use firstclick_model::UserId;
