@@ -289,6 +289,11 @@ pub fn compare_schema(found: &TableSchema) -> (Vec<SchemaDifference>, Vec<String
     (diffs, notes)
 }
 
+/// The first line of a backend message (DuckDB appends the SQL with a caret on later lines).
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_owned()
+}
+
 /// Notes about partitioning and clustering that differ from ours.
 fn layout_notes(t: &Table) -> Vec<String> {
     let mut notes = Vec::new();
@@ -481,8 +486,13 @@ impl BigQuery {
             Err(e) if e.is_transient() => Err(e.into()),
             Err(e) => {
                 let reason = match &e {
-                    QueryError::Api(api) => api.message.clone(),
-                    other => other.to_string(),
+                    QueryError::Api(api) => first_line(&api.message),
+                    QueryError::Refused { errors, .. } => errors
+                        .iter()
+                        .map(|m| first_line(m))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    other => first_line(&other.to_string()),
                 };
                 if reason.to_ascii_lowercase().contains("already") {
                     Ok(PrimaryKeyOutcome::AlreadyPresent {
