@@ -90,8 +90,8 @@ pub struct EnsureReport {
     pub view_path: String,
     /// Whether the view was created.
     pub view: Outcome,
-    /// Differences of an existing table that do not stop the sink (descriptions, partitioning,
-    /// clustering).
+    /// Differences of existing objects that do not stop the sink (descriptions, partitioning,
+    /// clustering, dataset location, view definition).
     pub notes: Vec<String>,
 }
 
@@ -340,8 +340,9 @@ impl BigQuery {
     /// Fails with [`EnsureError::SchemaMismatch`] listing every differing column when the table
     /// exists with other columns, types or modes.
     pub async fn ensure_table(&self) -> Result<EnsureReport, EnsureError> {
-        let dataset = self.ensure_dataset().await?;
-        let (table, mut notes) = self.ensure_output_table().await?;
+        let (dataset, mut notes) = self.ensure_dataset().await?;
+        let (table, table_notes) = self.ensure_output_table().await?;
+        notes.extend(table_notes);
         let primary_key = self.ensure_primary_key().await?;
         let (view, view_notes) = self.ensure_view().await?;
         notes.extend(view_notes);
@@ -366,7 +367,7 @@ impl BigQuery {
         Ok(report)
     }
 
-    async fn ensure_dataset(&self) -> Result<Outcome, EnsureError> {
+    async fn ensure_dataset(&self) -> Result<(Outcome, Vec<String>), EnsureError> {
         let path = format!("{}.{}", self.project, self.dataset);
         match self
             .client
@@ -374,7 +375,18 @@ impl BigQuery {
             .get(&self.project, &self.dataset)
             .await
         {
-            Ok(_) => return Ok(Outcome::Existed),
+            Ok(ds) => {
+                let mut notes = Vec::new();
+                if let (Some(want), Some(found)) = (&self.location, &ds.location) {
+                    if !want.eq_ignore_ascii_case(found) {
+                        notes.push(format!(
+                            "dataset {path} is in {found}, not in {want} as --bq-location says; \
+                             queries run in {want} will not find it"
+                        ));
+                    }
+                }
+                return Ok((Outcome::Existed, notes));
+            }
             Err(e) => {
                 let e = ApiError::from_bq(format!("get dataset {path}"), e);
                 if !e.is_not_found() {
@@ -387,11 +399,11 @@ impl BigQuery {
             ds = ds.location(loc);
         }
         match self.client.dataset().create(ds).await {
-            Ok(_) => Ok(Outcome::Created),
+            Ok(_) => Ok((Outcome::Created, Vec::new())),
             Err(e) => {
                 let e = ApiError::from_bq(format!("create dataset {path}"), e);
                 if e.is_conflict() {
-                    Ok(Outcome::Existed)
+                    Ok((Outcome::Existed, Vec::new()))
                 } else {
                     Err(e.into())
                 }

@@ -426,3 +426,31 @@ async fn a_down_emulator_gives_a_transient_error_quickly() {
         .expect_err("nobody listens");
     assert!(query.is_transient(), "{query}");
 }
+
+#[tokio::test]
+async fn a_dataset_in_another_location_is_noted() {
+    let bq = fresh("location").await;
+    bq.ensure_table()
+        .await
+        .expect("ensure_table in the default location");
+    let args = BigQueryArgs {
+        emulator_host: Some(common::emulator_host()),
+        dataset: bq.dataset().to_owned(),
+        table: bq.table().to_owned(),
+        location: Some("asia-northeast1".into()),
+    };
+    let elsewhere = BigQuery::connect(&common::gcp(), &args)
+        .await
+        .expect("client");
+    let report = elsewhere.ensure_table().await.expect("ensure_table again");
+    assert_eq!(report.dataset, Outcome::Existed);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("not in asia-northeast1")),
+        "{:?}",
+        report.notes
+    );
+    cleanup(&bq).await;
+}
