@@ -1,0 +1,100 @@
+//! Measures insertAll throughput into a BigQuery backend (normally the emulator).
+//!
+//! `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo run -p firstclick-bigquery --example
+//! insert_throughput -- [ROWS] [CONCURRENCY]` (defaults: 20000 rows, 1 request in flight).
+//! Creates a fresh dataset, inserts ROWS rows in requests of 500 rows, reports rows/s and request
+//! latencies, checks the row count, and drops the dataset.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use firstclick_bigquery::{BigQuery, BigQueryArgs, MAX_BATCH_ROWS};
+use firstclick_cli::GcpArgs;
+use firstclick_model::{AttributedRow, AttributionModel, Checkout, ClickRef, EventTime, Id};
+
+fn row(i: usize) -> AttributedRow {
+    let t = 1_714_564_800_000_000 + i as i64 * 1_000;
+    AttributedRow {
+        checkout: Checkout {
+            checkout_id: Id::new(&format!("00000000-0000-4000-8000-{i:012}")),
+            user_id: (i % 10_000) as i64,
+            product_id: Id::new(&format!("product-{}", i % 500)),
+            time: EventTime::from_micros(t),
+            payment_method: Some("credit_card".into()),
+            total_amount: Some((i % 100_000) as f64 / 100.0),
+            shipping_address: Some("1 Main Street, Springfield".into()),
+            billing_address: Some("1 Main Street, Springfield".into()),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0".into()),
+            ip_address: Some("192.168.10.21".into()),
+        },
+        user_name: Some("Ada Lovelace".into()),
+        click: (!i.is_multiple_of(5)).then(|| ClickRef {
+            click_id: Id::new(&format!("10000000-0000-4000-8000-{i:012}")),
+            time: EventTime::from_micros(t - 30_000_000),
+        }),
+        model: AttributionModel::FirstClick,
+        processed_at: EventTime::from_micros(t + 20_000_000),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut argv = std::env::args().skip(1);
+    let rows: usize = argv.next().map_or(Ok(20_000), |s| s.parse())?;
+    let concurrency: usize = argv.next().map_or(Ok(1), |s| s.parse())?;
+    let host = std::env::var("BIGQUERY_EMULATOR_HOST")
+        .map_err(|_| "set BIGQUERY_EMULATOR_HOST=HOST:PORT of the emulator")?;
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let args = BigQueryArgs {
+        emulator_host: Some(host),
+        dataset: format!("bench_{}", nanos % 1_000_000_000_000),
+        ..Default::default()
+    };
+    let gcp = GcpArgs {
+        project_id: std::env::var("PROJECT_ID").unwrap_or_else(|_| "test-project".into()),
+        credentials: None,
+    };
+    let bq = BigQuery::connect(&gcp, &args).await?;
+    bq.ensure_table().await?;
+
+    let data: Vec<AttributedRow> = (0..rows).map(row).collect();
+    let chunks: Vec<&[AttributedRow]> = data.chunks(MAX_BATCH_ROWS).collect();
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = Vec::with_capacity(chunks.len());
+    for group in chunks.chunks(concurrency.max(1)) {
+        let calls = group.iter().map(|chunk| {
+            let bq = bq.clone();
+            async move {
+                let t = Instant::now();
+                let report = bq.insert_rows(chunk).await?;
+                Ok::<_, firstclick_bigquery::SinkError>((t.elapsed(), report))
+            }
+        });
+        for result in futures::future::join_all(calls).await {
+            let (latency, report) = result?;
+            assert_eq!(report.inserted, report.attempted, "{:?}", report.rejected);
+            latencies.push(latency);
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    println!(
+        "{rows} rows in {} requests of {MAX_BATCH_ROWS}, {concurrency} in flight: {:.2} s, \
+         {:.0} rows/s; request latency p50 {:?}, p90 {:?}, max {:?}",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        rows as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.9),
+        pct(1.0)
+    );
+    let n = bq
+        .query(&format!("SELECT COUNT(*) AS n FROM `{}`", bq.table_path()))
+        .await?;
+    println!("rows in the table: {}", n[0]["n"]);
+    bq.raw()
+        .dataset()
+        .delete_if_exists(bq.project(), bq.dataset(), true)
+        .await;
+    Ok(())
+}
