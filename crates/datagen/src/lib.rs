@@ -10,6 +10,7 @@
 //! - [`generator`]: [`Generator`], an iterator of [`GeneratedEvent`]s in arrival order.
 //! - [`content`]: the fake fields of each event (names, user agents, addresses, UUIDs).
 //! - [`files`]: writing the three NDJSON files of a replay.
+//! - [`publish`]: users into Redis, events onto the Pub/Sub topics.
 //!
 //! # Shape
 //! As in the original producer: pick a user, click a new product, then with probability 0.5
@@ -20,6 +21,7 @@ pub mod config;
 pub mod content;
 pub mod files;
 pub mod generator;
+pub mod publish;
 
 pub use config::{GeneratorConfig, TimestampFormat};
 pub use generator::{GeneratedEvent, Generator, GeneratorStats, User};

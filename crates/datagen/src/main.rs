@@ -1,6 +1,6 @@
-//! `datagen`: fake users, clicks and checkouts. With `--out DIR` it writes `users.ndjson`,
-//! `clicks.ndjson` and `checkouts.ndjson` for a replay; the Redis and Pub/Sub output is for the
-//! cloud path.
+//! `datagen`: fake users, clicks and checkouts, deterministic under `--seed`. With `--out DIR`
+//! it writes `users.ndjson`, `clicks.ndjson` and `checkouts.ndjson` for a replay; otherwise it
+//! writes the users to Redis and publishes the events to Pub/Sub (like the original producer).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,42 +8,80 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use datagen::files::{write_data_set, DataSetPaths};
+use datagen::publish::{publish, PublishTarget};
 use datagen::{Generator, GeneratorConfig};
+use firstclick_cli::GcpArgs;
+use firstclick_pubsub::{Connection, PubSubArgs};
+use firstclick_redis::{RedisArgs, UserDirectory};
 
 /// Generates fake users, clicks and checkouts, deterministically under --seed.
 #[derive(Parser, Debug)]
 #[command(name = "datagen", version, about)]
 struct Cli {
-    /// Write the data set as NDJSON files into this directory (created if missing).
+    /// Write the data set as NDJSON files into this directory (created if missing) instead of
+    /// publishing it.
     #[arg(long, env = "DATAGEN_OUT")]
     out: Option<PathBuf>,
+
+    /// Messages per second to publish (0: as fast as Pub/Sub takes them).
+    #[arg(long, env = "DATAGEN_RATE", default_value_t = 100.0)]
+    rate: f64,
 
     /// What to generate.
     #[command(flatten)]
     generator: GeneratorConfig,
+
+    /// Google Cloud project and key.
+    #[command(flatten)]
+    gcp: GcpArgs,
+
+    /// Topics.
+    #[command(flatten)]
+    pubsub: PubSubArgs,
+
+    /// Where the users go.
+    #[command(flatten)]
+    redis: RedisArgs,
 
     /// Logging.
     #[command(flatten)]
     log: firstclick_cli::LogArgs,
 }
 
+fn progress_bar(total: Option<u64>) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    })
+}
+
 fn main() -> anyhow::Result<()> {
+    firstclick_pubsub::install_crypto_provider();
     let cli = Cli::parse();
     firstclick_cli::init_logging(&cli.log);
-    let Some(dir) = cli.out else {
-        anyhow::bail!(
-            "expected --out DIR (NDJSON files); publishing to Pub/Sub and Redis is not built yet"
-        );
-    };
+    if !(cli.rate.is_finite() && cli.rate >= 0.0) {
+        anyhow::bail!("--rate: expected messages per second, 0 or more, found {}", cli.rate);
+    }
+    match cli.out.clone() {
+        Some(dir) => write_files(cli, dir),
+        None => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(publish_all(cli))
+        }
+    }
+}
+
+fn write_files(cli: Cli, dir: PathBuf) -> anyhow::Result<()> {
     let Some(clicks) = cli.generator.clicks else {
         anyhow::bail!("expected --clicks N with --out: a file data set must be bounded");
     };
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
     let paths = DataSetPaths::in_dir(&dir);
-    let bar = std::io::stderr()
-        .is_terminal()
-        .then(|| indicatif::ProgressBar::new(clicks));
+    let bar = progress_bar(Some(clicks));
     let started = std::time::Instant::now();
     let stats = write_data_set(Generator::new(cli.generator), &paths, |n| {
         if let Some(b) = &bar {
@@ -65,6 +103,48 @@ fn main() -> anyhow::Result<()> {
         stats.unknown_user_stories,
         dir.display(),
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn publish_all(cli: Cli) -> anyhow::Result<()> {
+    let conn = Connection::connect(&cli.gcp, &cli.pubsub)
+        .await
+        .context("cannot reach Pub/Sub")?;
+    let users = UserDirectory::new(&cli.redis).context("bad Redis settings")?;
+    users
+        .wait_until_ready(std::time::Duration::from_secs(30))
+        .await
+        .context("Redis is not answering")?;
+    let bar = progress_bar(None);
+    let started = std::time::Instant::now();
+    let target = PublishTarget {
+        conn: &conn,
+        click_topic: &cli.pubsub.click_topic,
+        checkout_topic: &cli.pubsub.checkout_topic,
+        users: &users,
+        rate: cli.rate,
+        max_in_flight: 2000,
+    };
+    let (stats, confirmed) = publish(Generator::new(cli.generator), target, |n| {
+        if let Some(b) = &bar {
+            b.set_message(format!("{n} messages published"));
+            b.tick();
+        }
+    })
+    .await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "published {confirmed} messages ({} clicks, {} checkouts, {} duplicates, {} malformed) \
+         in {secs:.1} s ({:.0} msg/s)",
+        stats.clicks,
+        stats.checkouts,
+        stats.duplicates,
+        stats.malformed,
+        confirmed as f64 / secs.max(1e-9)
     );
     Ok(())
 }

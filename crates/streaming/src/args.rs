@@ -12,11 +12,15 @@ use firstclick_model::AttributionModel;
 /// configured (PUBSUB_EMULATOR_HOST or GOOGLE_APPLICATION_CREDENTIALS set), and otherwise the
 /// embedded demo, which needs no external service.
 #[derive(Parser, Debug)]
-#[command(name = "streaming", version, about, long_about)]
+#[command(name = "streaming", version, about, long_about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// The streaming service's settings (when no subcommand is given).
+    #[command(flatten)]
+    pub run: Box<crate::run::RunArgs>,
 
     /// Logging.
     #[command(flatten)]
@@ -26,6 +30,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the streaming service (the default when a cloud is configured).
+    Run(Box<crate::run::RunArgs>),
     /// Replay NDJSON files of clicks and checkouts through the engine into NDJSON rows.
     Replay(ReplayArgs),
     /// Generate events in process and attribute them into an NDJSON file (no external service).
@@ -126,4 +132,16 @@ pub struct DemoArgs {
     /// Attribution settings.
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flattened connector's flags fit together (unique names, valid defaults).
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -6,10 +6,23 @@
 //! - [`args`]: flags and environment variables.
 //! - [`demo`]: generator → engine → NDJSON file in one process.
 //! - [`replay_cmd`]: the file replay command.
+//! - [`run`]: the streaming service: Pub/Sub in, Redis enrichment, BigQuery out.
+//! - [`intake`]: one task per subscription: parse, dead-letter bad messages.
+//! - [`worker`]: the task that owns the engine: rows, checkpoints, acks.
+//! - [`outage`]: retries with backoff that log an outage once.
+//! - [`shutdown`]: SIGTERM/SIGINT handling.
+//! - [`metrics`], [`http`]: counters, the stats line, /metrics and /healthz.
 
 mod args;
 mod demo;
+mod http;
+mod intake;
+mod metrics;
+mod outage;
 mod replay_cmd;
+mod run;
+mod shutdown;
+mod worker;
 
 use clap::Parser;
 
@@ -27,15 +40,14 @@ fn cloud_configured() -> bool {
 }
 
 fn main() -> anyhow::Result<()> {
+    firstclick_pubsub::install_crypto_provider();
     let cli = Cli::parse();
     firstclick_cli::init_logging(&cli.log);
     match cli.command {
         Some(Command::Replay(args)) => replay_cmd::run(args),
         Some(Command::Demo(args)) => demo::run(args),
-        None if cloud_configured() => anyhow::bail!(
-            "the Pub/Sub pipeline is not built into this binary yet; run `streaming demo` or \
-             `streaming replay`"
-        ),
+        Some(Command::Run(args)) => run_service(*args),
+        None if cloud_configured() => run_service(*cli.run),
         None => {
             tracing::info!(
                 "no cloud configured (neither PUBSUB_EMULATOR_HOST nor \
@@ -47,4 +59,12 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn run_service(args: run::RunArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(run::run(args))
 }

@@ -1,0 +1,165 @@
+//! Intake: one task per subscription pulls messages, parses them and hands valid events to the
+//! worker with their ack handles. A bad message is published to the dead-letter topic with its
+//! reason as attributes, and acknowledged only once the dead-letter topic has it; if that
+//! publish fails, the message is nacked and comes back later. Nothing is dropped silently.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use firstclick_model::{parse_checkout, parse_click, BadMessage, Checkout, Click, EventKind};
+use firstclick_pubsub::{AckHandle, OutgoingMessage, Publisher, ReceivedMessage, Subscription};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// A valid event on its way to the worker.
+pub enum Input {
+    /// A click, its raw message (for the late topic) and its ack handle.
+    Click {
+        /// The parsed click.
+        click: Click,
+        /// The message as received.
+        data: Bytes,
+        /// Acked after the checkpoint that holds the click.
+        ack: AckHandle,
+    },
+    /// A checkout and its ack handle.
+    Checkout {
+        /// The parsed checkout.
+        checkout: Checkout,
+        /// Acked after its row is written and a checkpoint taken.
+        ack: AckHandle,
+    },
+}
+
+/// What an intake task needs besides its subscription.
+pub struct IntakeContext {
+    /// Which stream the subscription carries.
+    pub kind: EventKind,
+    /// Where valid events go.
+    pub tx: mpsc::Sender<Input>,
+    /// Where bad messages go.
+    pub dead_letter: Arc<Publisher>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Event times further than this ahead of the wall clock are refused, µs.
+    pub max_future_micros: i64,
+}
+
+/// Pulls until `stop` is cancelled and the subscription is drained, then hands the subscription
+/// back (so the caller can shut it down once every ack handle is settled).
+pub async fn run(mut sub: Subscription, ctx: IntakeContext, stop: CancellationToken) -> Subscription {
+    let handle = sub.handle();
+    let mut stopping = false;
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled(), if !stopping => {
+                handle.stop();
+                stopping = true;
+                continue;
+            }
+            next = sub.next() => next,
+        };
+        let message = match next {
+            None => break,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, stream = %ctx.kind, "a streaming pull failed for good; the others go on");
+                continue;
+            }
+        };
+        if !handle_message(&ctx, message).await {
+            break;
+        }
+    }
+    sub
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn too_far_ahead(kind: EventKind, time: firstclick_model::EventTime, max_future: i64) -> Option<BadMessage> {
+    let ahead = time.as_micros() - now_micros();
+    (ahead > max_future).then(|| BadMessage {
+        kind,
+        field: Some("datetime_occured"),
+        reason: format!(
+            "field `datetime_occured`: expected an event time at most {} s ahead of the wall \
+             clock, found {} ({} s ahead); fix the producer's clock or raise MAX_FUTURE_SECS",
+            max_future / 1_000_000,
+            time,
+            ahead / 1_000_000
+        ),
+    })
+}
+
+enum Event {
+    Click(Click),
+    Checkout(Checkout),
+}
+
+/// Returns false when the worker is gone (the service is stopping for good).
+async fn handle_message(ctx: &IntakeContext, m: ReceivedMessage) -> bool {
+    let parsed = match ctx.kind {
+        EventKind::Click => {
+            Metrics::add(&ctx.metrics.clicks_in, 1);
+            parse_click(&m.data).and_then(|c| match too_far_ahead(ctx.kind, c.time, ctx.max_future_micros) {
+                Some(bad) => Err(bad),
+                None => Ok(Event::Click(c)),
+            })
+        }
+        EventKind::Checkout => {
+            Metrics::add(&ctx.metrics.checkouts_in, 1);
+            parse_checkout(&m.data).and_then(|c| match too_far_ahead(ctx.kind, c.time, ctx.max_future_micros) {
+                Some(bad) => Err(bad),
+                None => Ok(Event::Checkout(c)),
+            })
+        }
+    };
+    let input = match parsed {
+        Ok(Event::Click(click)) => Input::Click {
+            click,
+            data: m.data,
+            ack: m.ack,
+        },
+        Ok(Event::Checkout(checkout)) => Input::Checkout {
+            checkout,
+            ack: m.ack,
+        },
+        Err(bad) => {
+            Metrics::add(&ctx.metrics.bad, 1);
+            dead_letter(ctx, &bad, m.data, &m.message_id, m.ack).await;
+            return true;
+        }
+    };
+    ctx.tx.send(input).await.is_ok()
+}
+
+/// Publishes a refused message to the dead-letter topic with its reason as attributes; acks it
+/// once the topic has it, nacks it (redelivery) if the publish fails.
+async fn dead_letter(ctx: &IntakeContext, bad: &BadMessage, data: Bytes, message_id: &str, ack: AckHandle) {
+    tracing::warn!(stream = %ctx.kind, message_id, reason = %bad.reason, "bad message: dead-lettered");
+    let mut msg = OutgoingMessage::new(data)
+        .with_attribute("reason", bad.reason.clone())
+        .with_attribute("stream", ctx.kind.as_str())
+        .with_attribute("source_message_id", message_id);
+    if let Some(field) = bad.field {
+        msg = msg.with_attribute("field", field);
+    }
+    match ctx.dead_letter.publish(msg).await {
+        Ok(_) => {
+            Metrics::add(&ctx.metrics.dead_lettered, 1);
+            ack.ack();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, message_id, "cannot publish to the dead-letter topic; the message will be redelivered");
+            ack.nack();
+        }
+    }
+}

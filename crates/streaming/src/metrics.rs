@@ -1,0 +1,126 @@
+//! Counters and gauges of the streaming service, shared between its tasks, printed as the
+//! periodic stats line and served in Prometheus' text format on the metrics port.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Every counter and gauge; see [`Metrics::prometheus`] for their names.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Click messages received.
+    pub clicks_in: AtomicU64,
+    /// Checkout messages received.
+    pub checkouts_in: AtomicU64,
+    /// Messages refused (not JSON, missing fields, bad timestamps, ...).
+    pub bad: AtomicU64,
+    /// Refused messages published to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+    /// Clicks that arrived behind the watermark.
+    pub late_clicks: AtomicU64,
+    /// Checkouts that arrived behind the retained state.
+    pub late_checkouts: AtomicU64,
+    /// Duplicate clicks and checkouts ignored.
+    pub duplicates: AtomicU64,
+    /// Rows written to BigQuery.
+    pub rows_written: AtomicU64,
+    /// Of those, with a click.
+    pub rows_attributed: AtomicU64,
+    /// Rows BigQuery refused for good (dead-lettered).
+    pub rows_rejected: AtomicU64,
+    /// Checkpoints written.
+    pub checkpoints: AtomicU64,
+    /// Duration of the last checkpoint (flush + snapshot + write), µs.
+    pub last_checkpoint_micros: AtomicU64,
+    /// Size of the last checkpoint, bytes.
+    pub last_checkpoint_bytes: AtomicU64,
+    /// Duration of the last BigQuery insert, µs.
+    pub last_insert_micros: AtomicU64,
+    /// Clicks in state.
+    pub live_clicks: AtomicU64,
+    /// Checkouts waiting for the watermark.
+    pub pending_checkouts: AtomicU64,
+    /// Messages processed and not yet acknowledged (waiting for the next checkpoint).
+    pub unacked: AtomicU64,
+    /// The watermark, µs since the epoch (0 before the first click).
+    pub watermark_micros: AtomicI64,
+    /// Wall clock minus watermark, ms.
+    pub watermark_lag_ms: AtomicI64,
+}
+
+fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+impl Metrics {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
+    }
+
+    /// The one-line summary logged periodically.
+    pub fn line(&self) -> String {
+        format!(
+            "in: {} clicks, {} checkouts | rows: {} ({} attributed, {} rejected) | bad {} \
+             (dead-lettered {}) | late {} clicks, {} checkouts | duplicates {} | state: {} \
+             clicks, {} pending | unacked {} | watermark lag {} ms | checkpoints {} (last {} ms, \
+             {} KB)",
+            get(&self.clicks_in),
+            get(&self.checkouts_in),
+            get(&self.rows_written),
+            get(&self.rows_attributed),
+            get(&self.rows_rejected),
+            get(&self.bad),
+            get(&self.dead_lettered),
+            get(&self.late_clicks),
+            get(&self.late_checkouts),
+            get(&self.duplicates),
+            get(&self.live_clicks),
+            get(&self.pending_checkouts),
+            get(&self.unacked),
+            self.watermark_lag_ms.load(Ordering::Relaxed),
+            get(&self.checkpoints),
+            get(&self.last_checkpoint_micros) / 1000,
+            get(&self.last_checkpoint_bytes) / 1024,
+        )
+    }
+
+    /// All metrics in Prometheus' text exposition format.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 11] = [
+            ("firstclick_clicks_in_total", "Click messages received.", &self.clicks_in),
+            ("firstclick_checkouts_in_total", "Checkout messages received.", &self.checkouts_in),
+            ("firstclick_bad_messages_total", "Messages refused.", &self.bad),
+            ("firstclick_dead_lettered_total", "Refused messages published to the dead-letter topic.", &self.dead_lettered),
+            ("firstclick_late_clicks_total", "Clicks that arrived behind the watermark.", &self.late_clicks),
+            ("firstclick_late_checkouts_total", "Checkouts that arrived behind the retained state.", &self.late_checkouts),
+            ("firstclick_duplicates_total", "Duplicate messages ignored.", &self.duplicates),
+            ("firstclick_rows_written_total", "Rows written to BigQuery.", &self.rows_written),
+            ("firstclick_rows_attributed_total", "Rows written with a click.", &self.rows_attributed),
+            ("firstclick_rows_rejected_total", "Rows BigQuery refused for good.", &self.rows_rejected),
+            ("firstclick_checkpoints_total", "Checkpoints written.", &self.checkpoints),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", get(v));
+        }
+        let gauges: [(&str, &str, i64); 8] = [
+            ("firstclick_live_clicks", "Clicks in state.", get(&self.live_clicks) as i64),
+            ("firstclick_pending_checkouts", "Checkouts waiting for the watermark.", get(&self.pending_checkouts) as i64),
+            ("firstclick_unacked_messages", "Messages processed, not yet acknowledged.", get(&self.unacked) as i64),
+            ("firstclick_watermark_lag_milliseconds", "Wall clock minus watermark.", self.watermark_lag_ms.load(Ordering::Relaxed)),
+            ("firstclick_watermark_seconds", "The watermark, seconds since the epoch.", self.watermark_micros.load(Ordering::Relaxed) / 1_000_000),
+            ("firstclick_last_checkpoint_milliseconds", "Duration of the last checkpoint.", (get(&self.last_checkpoint_micros) / 1000) as i64),
+            ("firstclick_last_checkpoint_bytes", "Size of the last checkpoint.", get(&self.last_checkpoint_bytes) as i64),
+            ("firstclick_sink_latency_milliseconds", "Duration of the last BigQuery insert.", (get(&self.last_insert_micros) / 1000) as i64),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        out
+    }
+}

@@ -1,0 +1,178 @@
+//! The streaming service: connects Pub/Sub, Redis and BigQuery, restores the last checkpoint,
+//! starts one intake task per subscription and the worker, and stops gracefully on SIGTERM or
+//! SIGINT (stop pulling, finish in-flight work, flush, checkpoint, ack, exit 0).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use firstclick_bigquery::{BigQuery, BigQueryArgs};
+use firstclick_cli::GcpArgs;
+use firstclick_model::EventKind;
+use firstclick_pubsub::{Connection, PubSubArgs, Publisher, SubscribeOptions, Subscription};
+use firstclick_redis::{CheckpointStore, RedisArgs, UserDirectory};
+use tokio::sync::mpsc;
+
+use crate::args::EngineArgs;
+use crate::intake::{self, IntakeContext};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::worker::{Worker, WorkerConfig, WorkerIo};
+
+/// Everything the streaming service reads from flags or the environment.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Google Cloud project and key.
+    #[command(flatten)]
+    pub gcp: GcpArgs,
+    /// Topics and subscriptions.
+    #[command(flatten)]
+    pub pubsub: PubSubArgs,
+    /// Output table.
+    #[command(flatten)]
+    pub bigquery: BigQueryArgs,
+    /// Users and checkpoints.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Attribution.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Service behaviour.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+/// Checkpoints, batching, observability.
+#[derive(Args, Debug, Clone)]
+pub struct ServiceArgs {
+    /// Longest time between two checkpoints while messages wait for their ack, in seconds.
+    #[arg(long = "checkpoint-interval-secs", env = "CHECKPOINT_INTERVAL_SECS", default_value_t = 5)]
+    pub checkpoint_interval_secs: u64,
+    /// Redis key of this pipeline's checkpoint [default: firstclick:checkpoint:PROJECT:CLICK_SUBSCRIPTION].
+    #[arg(long = "checkpoint-key", env = "CHECKPOINT_KEY")]
+    pub checkpoint_key: Option<String>,
+    /// Rows per BigQuery flush at most.
+    #[arg(long = "bq-batch-rows", env = "BQ_BATCH_ROWS", default_value_t = 500)]
+    pub batch_rows: usize,
+    /// Seconds between two stats lines in the log.
+    #[arg(long = "stats-interval-secs", env = "STATS_INTERVAL_SECS", default_value_t = 10)]
+    pub stats_interval_secs: u64,
+    /// Address of the /metrics and /healthz endpoint; empty to disable.
+    #[arg(long = "metrics-addr", env = "METRICS_ADDR", default_value = "0.0.0.0:9100")]
+    pub metrics_addr: String,
+    /// Event times further ahead of the wall clock than this many seconds are refused
+    /// (dead-lettered): a clock far in the future would flush all state.
+    #[arg(long = "max-future-secs", env = "MAX_FUTURE_SECS", default_value_t = 86_400)]
+    pub max_future_secs: u64,
+}
+
+/// Runs the service until a stop signal; returns after a clean shutdown.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::listen().context("cannot install the signal handlers")?;
+    let metrics = Arc::new(Metrics::default());
+    if !args.service.metrics_addr.is_empty() {
+        let addr: SocketAddr = args.service.metrics_addr.parse().with_context(|| {
+            format!(
+                "METRICS_ADDR: expected HOST:PORT such as 0.0.0.0:9100, found {:?}",
+                args.service.metrics_addr
+            )
+        })?;
+        let bound = crate::http::serve(addr, metrics.clone(), shutdown.forced.clone())
+            .await
+            .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
+        tracing::info!(%bound, "serving /metrics and /healthz");
+    }
+
+    let topology = args.pubsub.topology();
+    let conn = Connection::connect(&args.gcp, &args.pubsub)
+        .await
+        .context("cannot reach Pub/Sub")?;
+    let bigquery = BigQuery::connect(&args.gcp, &args.bigquery)
+        .await
+        .context("cannot reach BigQuery")?;
+    let users = Arc::new(UserDirectory::new(&args.redis).context("bad Redis settings")?);
+    let checkpoint_key = args.service.checkpoint_key.clone().unwrap_or_else(|| {
+        format!(
+            "firstclick:checkpoint:{}:{}",
+            args.gcp.project_id, topology.click_subscription
+        )
+    });
+    let store = CheckpointStore::new(&args.redis, checkpoint_key).context("bad Redis settings")?;
+    let dead_letter = Arc::new(
+        Publisher::new(&conn, &topology.dead_letter_topic)
+            .await
+            .context("cannot open the dead-letter topic (run create-pubsub first)")?,
+    );
+    let late = Arc::new(
+        Publisher::new(&conn, &topology.late_topic)
+            .await
+            .context("cannot open the late-clicks topic (run create-pubsub first)")?,
+    );
+
+    let options = SubscribeOptions::from_args(&args.pubsub);
+    let max_unacked = (options.max_outstanding_messages as usize / 2).max(1);
+    let worker = Worker::restore(
+        args.engine.config(),
+        WorkerIo {
+            users,
+            bigquery,
+            late,
+            dead_letter: dead_letter.clone(),
+            store,
+        },
+        WorkerConfig {
+            checkpoint_interval: Duration::from_secs(args.service.checkpoint_interval_secs),
+            max_unacked,
+            batch_rows: args.service.batch_rows.max(1),
+            stats_interval: Duration::from_secs(args.service.stats_interval_secs.max(1)),
+        },
+        metrics.clone(),
+        shutdown.forced.clone(),
+    )
+    .await?;
+
+    let clicks = Subscription::start(&conn, &topology.click_subscription, options.clone())
+        .await
+        .context("cannot subscribe to clicks (run create-pubsub first)")?;
+    let checkouts = Subscription::start(&conn, &topology.checkout_subscription, options)
+        .await
+        .context("cannot subscribe to checkouts (run create-pubsub first)")?;
+
+    let (tx, rx) = mpsc::channel(4096);
+    let max_future_micros = i64::try_from(args.service.max_future_secs)
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000);
+    let intake_task = |sub, kind| {
+        let ctx = IntakeContext {
+            kind,
+            tx: tx.clone(),
+            dead_letter: dead_letter.clone(),
+            metrics: metrics.clone(),
+            max_future_micros,
+        };
+        tokio::spawn(intake::run(sub, ctx, shutdown.graceful.clone()))
+    };
+    let click_intake = intake_task(clicks, EventKind::Click);
+    let checkout_intake = intake_task(checkouts, EventKind::Checkout);
+    drop(tx);
+    tracing::info!(
+        clicks = %topology.click_subscription,
+        checkouts = %topology.checkout_subscription,
+        "streaming: first-click attribution running"
+    );
+
+    let worker_result = worker.run(rx).await;
+    // Every ack handle is settled now (acked at the final checkpoint, or dropped on error and
+    // so redelivered later): let the subscriptions send their pending acks.
+    for task in [click_intake, checkout_intake] {
+        match task.await {
+            Ok(sub) => sub.shutdown().await,
+            Err(e) => tracing::error!(error = %e, "an intake task failed"),
+        }
+    }
+    worker_result?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
