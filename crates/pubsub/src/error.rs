@@ -277,9 +277,6 @@ impl ErrorContext {
         if err.is_connect() || err.is_io() || err.is_transport() || err.is_exhausted() {
             return self.unreachable(operation, err);
         }
-        if err.is_timeout() {
-            return self.timeout(operation, Duration::ZERO);
-        }
         PubSubError::Rpc {
             operation,
             cause: err,

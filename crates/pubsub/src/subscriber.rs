@@ -320,7 +320,7 @@ impl Subscription {
     /// The next message, or a permanent error of one stream (the others go on; transient
     /// errors are retried inside). `None` once stopped and drained, or when every stream has
     /// ended. Cancel-safe: use it in `tokio::select!` next to a shutdown signal.
-    pub async fn next(&mut self) -> Option<Item> {
+    pub async fn next(&mut self) -> Option<Result<ReceivedMessage, PubSubError>> {
         self.rx.recv().await
     }
 
