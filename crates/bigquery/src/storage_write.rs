@@ -14,7 +14,9 @@
 //! permanent and the others of the request as retryable ([`RejectedRow::retryable`]). The
 //! emulator does not name rows: it refuses the whole request with `INVALID_ARGUMENT`, which
 //! arrives as a [`SinkError::Permanent`] for all its rows (use insertAll for per-row errors
-//! there).
+//! there). The emulator's gRPC servicer also shares its DuckDB connection with the REST API
+//! without a lock: an append that overlaps a REST call can fail on either side with "connection
+//! is busy" (transient here; a refused query on the REST side).
 
 use std::collections::HashMap;
 

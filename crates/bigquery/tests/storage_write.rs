@@ -1,6 +1,10 @@
 //! The Storage Write path against the emulator's gRPC port:
 //! `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 BIGQUERY_EMULATOR_GRPC_HOST=127.0.0.1:9060 cargo test
 //! -p firstclick-bigquery --test storage_write`.
+//!
+//! The tests take turns ([`SERIAL`]): the emulator's gRPC servicer and its REST API share one
+//! DuckDB connection without a lock, so an append running while another test queries fails
+//! with "connection is busy" on either side.
 
 mod common;
 
@@ -12,8 +16,12 @@ use serde_json::json;
 
 use common::{cleanup, fresh, row, T0};
 
+/// Held for the whole of each test that appends (see the module documentation).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn appended_rows_read_back_equal() {
+    let _turn = SERIAL.lock().await;
     let bq = fresh("sw_roundtrip").await;
     bq.ensure_table().await.expect("ensure_table");
     let writer =
@@ -59,6 +67,7 @@ async fn appended_rows_read_back_equal() {
 
 #[tokio::test]
 async fn many_rows_go_in_several_requests_on_one_call() {
+    let _turn = SERIAL.lock().await;
     let bq = fresh("sw_batches").await;
     bq.ensure_table().await.expect("ensure_table");
     let writer =
@@ -111,6 +120,7 @@ async fn a_down_grpc_port_gives_a_transient_error_quickly() {
 
 #[tokio::test]
 async fn a_request_with_an_invalid_row_is_refused_whole() {
+    let _turn = SERIAL.lock().await;
     let bq = fresh("sw_badrow").await;
     bq.ensure_table().await.expect("ensure_table");
     let writer =
