@@ -1,13 +1,15 @@
-//! Measures insertAll throughput into a BigQuery backend (normally the emulator).
+//! Measures write throughput into the BigQuery emulator.
 //!
 //! `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo run -p firstclick-bigquery --example
-//! insert_throughput -- [ROWS] [CONCURRENCY]` (defaults: 20000 rows, 1 request in flight).
-//! Creates a fresh dataset, inserts ROWS rows in requests of 500 rows, reports rows/s and request
-//! latencies, checks the row count, and drops the dataset.
+//! insert_throughput -- [ROWS] [CONCURRENCY] [insertall|storage] [ROWS_PER_REQUEST]`
+//! (defaults: 20000 rows, 1 call in flight, insertall, 500). `storage` uses the Storage Write
+//! path and needs `BIGQUERY_EMULATOR_GRPC_HOST` too. Creates a fresh dataset, writes the rows in
+//! calls of ROWS_PER_REQUEST rows, reports rows/s and call latencies, checks the row count, and
+//! drops the dataset.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use firstclick_bigquery::{BigQuery, BigQueryArgs, MAX_BATCH_ROWS};
+use firstclick_bigquery::{BigQuery, BigQueryArgs, StorageWriter};
 use firstclick_cli::GcpArgs;
 use firstclick_model::{AttributedRow, AttributionModel, Checkout, ClickRef, EventTime, Id};
 
@@ -41,6 +43,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut argv = std::env::args().skip(1);
     let rows: usize = argv.next().map_or(Ok(20_000), |s| s.parse())?;
     let concurrency: usize = argv.next().map_or(Ok(1), |s| s.parse())?;
+    let storage = match argv.next().as_deref() {
+        None | Some("insertall") => false,
+        Some("storage") => true,
+        Some(other) => return Err(format!("expected insertall or storage, found {other}").into()),
+    };
+    let per_request: usize = argv.next().map_or(Ok(500), |s| s.parse())?;
     let host = std::env::var("BIGQUERY_EMULATOR_HOST")
         .map_err(|_| "set BIGQUERY_EMULATOR_HOST=HOST:PORT of the emulator")?;
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
@@ -55,17 +63,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let bq = BigQuery::connect(&gcp, &args).await?;
     bq.ensure_table().await?;
+    let writer = if storage {
+        let grpc = std::env::var("BIGQUERY_EMULATOR_GRPC_HOST")
+            .map_err(|_| "set BIGQUERY_EMULATOR_GRPC_HOST=HOST:PORT of the emulator's gRPC port")?;
+        Some(StorageWriter::connect_emulator(&bq, &grpc)?)
+    } else {
+        None
+    };
 
     let data: Vec<AttributedRow> = (0..rows).map(row).collect();
-    let chunks: Vec<&[AttributedRow]> = data.chunks(MAX_BATCH_ROWS).collect();
+    let chunks: Vec<&[AttributedRow]> = data.chunks(per_request.max(1)).collect();
     let started = Instant::now();
     let mut latencies: Vec<Duration> = Vec::with_capacity(chunks.len());
     for group in chunks.chunks(concurrency.max(1)) {
         let calls = group.iter().map(|chunk| {
             let bq = bq.clone();
+            let writer = writer.clone();
             async move {
                 let t = Instant::now();
-                let report = bq.insert_rows(chunk).await?;
+                let report = match &writer {
+                    Some(w) => w.append_rows_with_limit(chunk, chunk.len()).await?,
+                    None => {
+                        bq.insert_rows_with_limits(chunk, chunk.len(), 9_000_000)
+                            .await?
+                    }
+                };
                 Ok::<_, firstclick_bigquery::SinkError>((t.elapsed(), report))
             }
         });
@@ -79,8 +101,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
     println!(
-        "{rows} rows in {} requests of {MAX_BATCH_ROWS}, {concurrency} in flight: {:.2} s, \
-         {:.0} rows/s; request latency p50 {:?}, p90 {:?}, max {:?}",
+        "{}: {rows} rows in {} calls of {per_request}, {concurrency} in flight: {:.2} s, \
+         {:.0} rows/s; call latency p50 {:?}, p90 {:?}, max {:?}",
+        if storage {
+            "Storage Write"
+        } else {
+            "insertAll"
+        },
         latencies.len(),
         elapsed.as_secs_f64(),
         rows as f64 / elapsed.as_secs_f64(),

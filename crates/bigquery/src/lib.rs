@@ -9,6 +9,8 @@
 //!   from `firstclick_model::schema`, its primary key and the `_dedup` view.
 //! - [`sink`]: [`BigQuery::insert_rows`], batched `insertAll` with `insertId = checkout_id`, and
 //!   the split of failures into transient, permanent and per-row.
+//! - [`storage_write`]: [`StorageWriter`], the same rows through the Storage Write API
+//!   (`AppendRows` on the `_default` stream), wired for the emulator's gRPC port only.
 //! - [`query`]: [`BigQuery::query`], SQL to JSON rows keyed by column name, for tests and tools.
 //! - [`error`]: the error types, and the one rule that says which failures are worth retrying.
 //!
@@ -36,6 +38,7 @@ pub mod client;
 pub mod error;
 pub mod query;
 pub mod sink;
+pub mod storage_write;
 pub mod table;
 
 pub use args::BigQueryArgs;
@@ -43,4 +46,5 @@ pub use client::BigQuery;
 pub use error::{ApiError, ConnectError, EnsureError, QueryError, SinkError};
 pub use query::Row;
 pub use sink::{InsertReport, RejectedRow, RowError, MAX_BATCH_BYTES, MAX_BATCH_ROWS};
+pub use storage_write::StorageWriter;
 pub use table::{EnsureReport, Outcome, PrimaryKeyOutcome, SchemaDifference};

@@ -22,6 +22,17 @@ pub fn emulator_host() -> String {
     }
 }
 
+/// `BIGQUERY_EMULATOR_GRPC_HOST` (the emulator's Storage Write port), or a panic.
+pub fn emulator_grpc_host() -> String {
+    match std::env::var("BIGQUERY_EMULATOR_GRPC_HOST") {
+        Ok(h) if !h.trim().is_empty() => h,
+        _ => panic!(
+            "BIGQUERY_EMULATOR_GRPC_HOST is not set: the Storage Write tests need the BigQuery \
+             emulator's gRPC port (--grpc-port), e.g. BIGQUERY_EMULATOR_GRPC_HOST=127.0.0.1:9060"
+        ),
+    }
+}
+
 /// The emulator's project.
 pub fn gcp() -> GcpArgs {
     GcpArgs {

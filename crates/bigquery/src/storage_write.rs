@@ -1,0 +1,438 @@
+//! An alternative sink path through the BigQuery Storage Write API (gRPC `AppendRows` on the
+//! table's `_default` stream), for the emulator.
+//!
+//! The client crate's own Storage Write wrapper always dials Google's host, so
+//! [`StorageWriter::connect_emulator`] uses its generated `BigQueryWriteClient` on a plaintext
+//! channel to the emulator's gRPC port (DESIGN §8). Against Google Cloud, use
+//! [`BigQuery::insert_rows`]; this path is not wired for TLS and OAuth there.
+//!
+//! Rows are encoded as protobuf ([`ProtoRow`], field numbers = column positions + 1): STRING as
+//! `string`, NUMERIC as its decimal text (at most 9 decimals), TIMESTAMP as `int64`
+//! microseconds. Semantics differ from insertAll: the default stream has no insertId, so a retry
+//! writes duplicates (the `_dedup` view hides them), and a request is all-or-nothing: when
+//! BigQuery names bad rows, none of the request is written; the bad rows are reported as
+//! permanent and the others of the request as retryable ([`RejectedRow::retryable`]). The
+//! emulator does not name rows: it refuses the whole request with `INVALID_ARGUMENT`, which
+//! arrives as a [`SinkError::Permanent`] for all its rows (use insertAll for per-row errors
+//! there). The emulator's gRPC servicer also shares its DuckDB connection with the REST API
+//! without a lock: an append that overlaps a REST call can fail on either side with "connection
+//! is busy" (transient here; a refused query on the REST side).
+
+use std::collections::HashMap;
+
+use gcp_bigquery_client::google::cloud::bigquery::storage::v1::append_rows_response::Response;
+use gcp_bigquery_client::google::cloud::bigquery::storage::v1::big_query_write_client::BigQueryWriteClient;
+use gcp_bigquery_client::google::cloud::bigquery::storage::v1::{
+    AppendRowsRequest, AppendRowsResponse,
+};
+use gcp_bigquery_client::storage::{
+    ColumnMode as ProtoMode, ColumnType as ProtoType, FieldDescriptor, StorageApi, TableDescriptor,
+};
+use tonic::transport::Channel;
+
+use firstclick_model::schema::{ColumnMode, ColumnType, OUTPUT_COLUMNS};
+use firstclick_model::AttributedRow;
+
+use crate::error::{ApiError, ConnectError, SinkError};
+use crate::sink::{InsertReport, RejectedRow, RowError};
+use crate::BigQuery;
+
+/// Most rows per `AppendRows` request.
+pub const MAX_APPEND_ROWS: usize = 5_000;
+/// Most bytes of encoded rows per `AppendRows` request (the API's limit is 10 MB).
+const MAX_APPEND_BYTES: usize = 9_000_000;
+
+/// One output row as protobuf; tags are the columns' positions in [`OUTPUT_COLUMNS`] plus one
+/// (a unit test holds them together).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoRow {
+    /// `checkout_id`
+    #[prost(string, required, tag = "1")]
+    pub checkout_id: String,
+    /// `user_id`
+    #[prost(string, optional, tag = "2")]
+    pub user_id: Option<String>,
+    /// `user_name`
+    #[prost(string, optional, tag = "3")]
+    pub user_name: Option<String>,
+    /// `product_id`
+    #[prost(string, optional, tag = "4")]
+    pub product_id: Option<String>,
+    /// `payment_method`
+    #[prost(string, optional, tag = "5")]
+    pub payment_method: Option<String>,
+    /// `total_amount`, NUMERIC as decimal text.
+    #[prost(string, optional, tag = "6")]
+    pub total_amount: Option<String>,
+    /// `shipping_address`
+    #[prost(string, optional, tag = "7")]
+    pub shipping_address: Option<String>,
+    /// `billing_address`
+    #[prost(string, optional, tag = "8")]
+    pub billing_address: Option<String>,
+    /// `user_agent`
+    #[prost(string, optional, tag = "9")]
+    pub user_agent: Option<String>,
+    /// `ip_address`
+    #[prost(string, optional, tag = "10")]
+    pub ip_address: Option<String>,
+    /// `checkout_time`, microseconds since the epoch.
+    #[prost(int64, required, tag = "11")]
+    pub checkout_time: i64,
+    /// `click_id`
+    #[prost(string, optional, tag = "12")]
+    pub click_id: Option<String>,
+    /// `click_time`, microseconds since the epoch.
+    #[prost(int64, optional, tag = "13")]
+    pub click_time: Option<i64>,
+    /// `attribution_model`
+    #[prost(string, optional, tag = "14")]
+    pub attribution_model: Option<String>,
+    /// `processed_at`, microseconds since the epoch.
+    #[prost(int64, optional, tag = "15")]
+    pub processed_at: Option<i64>,
+}
+
+/// A NUMERIC's text: at most 9 decimals (BigQuery's scale), no trailing zeros, no exponent.
+fn numeric_text(v: f64) -> String {
+    let fixed = format!("{v:.9}");
+    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
+    match trimmed {
+        "-0" | "" => "0".to_owned(),
+        t => t.to_owned(),
+    }
+}
+
+impl From<&AttributedRow> for ProtoRow {
+    fn from(r: &AttributedRow) -> Self {
+        let c = &r.checkout;
+        let text = |v: &Option<Box<str>>| v.as_deref().map(str::to_owned);
+        ProtoRow {
+            checkout_id: c.checkout_id.as_text().into_owned(),
+            user_id: Some(c.user_id.to_string()),
+            user_name: r.user_name.clone(),
+            product_id: Some(c.product_id.as_text().into_owned()),
+            payment_method: text(&c.payment_method),
+            total_amount: c.total_amount.filter(|a| a.is_finite()).map(numeric_text),
+            shipping_address: text(&c.shipping_address),
+            billing_address: text(&c.billing_address),
+            user_agent: text(&c.user_agent),
+            ip_address: text(&c.ip_address),
+            checkout_time: c.time.as_micros(),
+            click_id: r.click.as_ref().map(|k| k.click_id.as_text().into_owned()),
+            click_time: r.click.as_ref().map(|k| k.time.as_micros()),
+            attribution_model: Some(r.model.as_str().to_owned()),
+            processed_at: Some(r.processed_at.as_micros()),
+        }
+    }
+}
+
+/// The writer schema sent with the rows, from [`OUTPUT_COLUMNS`].
+pub fn table_descriptor() -> TableDescriptor {
+    let field_descriptors = OUTPUT_COLUMNS
+        .iter()
+        .zip(1u32..)
+        .map(|(c, number)| FieldDescriptor {
+            number,
+            name: c.name.to_owned(),
+            typ: match c.column_type {
+                ColumnType::String | ColumnType::Numeric => ProtoType::String,
+                ColumnType::Timestamp => ProtoType::Int64,
+            },
+            mode: match c.mode {
+                ColumnMode::Required => ProtoMode::Required,
+                ColumnMode::Nullable => ProtoMode::Nullable,
+            },
+        })
+        .collect();
+    TableDescriptor { field_descriptors }
+}
+
+/// Appends rows to the output table over the Storage Write API. Cheap to clone; clones share
+/// the HTTP/2 connection.
+#[derive(Clone)]
+pub struct StorageWriter {
+    client: BigQueryWriteClient<Channel>,
+    stream: String,
+    table_path: String,
+    descriptor: std::sync::Arc<TableDescriptor>,
+}
+
+impl std::fmt::Debug for StorageWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageWriter")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// gRPC codes after which the same request may pass later.
+fn is_transient_code(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unavailable
+            | DeadlineExceeded
+            | ResourceExhausted
+            | Aborted
+            | Internal
+            | Unknown
+            | Cancelled
+    )
+}
+
+fn status_error(operation: String, status: &tonic::Status) -> ApiError {
+    ApiError {
+        operation,
+        status: None,
+        reason: Some(format!("{:?}", status.code())),
+        message: status.message().to_owned(),
+        transient: is_transient_code(status.code()),
+    }
+}
+
+impl StorageWriter {
+    /// Connects to the emulator's gRPC port (`HOST:PORT`, e.g. `127.0.0.1:9060`) for the table
+    /// of `bq`. Connects lazily: an unreachable port shows up on the first append, as a
+    /// transient error.
+    pub fn connect_emulator(bq: &BigQuery, grpc_host: &str) -> Result<Self, ConnectError> {
+        let bare = grpc_host.trim().trim_end_matches('/');
+        let bare = bare.strip_prefix("http://").unwrap_or(bare);
+        let endpoint = Channel::from_shared(format!("http://{bare}"))
+            .map_err(|_| ConnectError::InvalidName {
+                what: "BigQuery emulator gRPC address",
+                value: grpc_host.to_owned(),
+                expected: "HOST:PORT of the emulator's gRPC (Storage Write) endpoint",
+            })?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(120));
+        let channel = endpoint.connect_lazy();
+        Ok(StorageWriter {
+            client: BigQueryWriteClient::new(channel),
+            stream: format!(
+                "projects/{}/datasets/{}/tables/{}/streams/_default",
+                bq.project(),
+                bq.dataset(),
+                bq.table()
+            ),
+            table_path: bq.table_path(),
+            descriptor: std::sync::Arc::new(table_descriptor()),
+        })
+    }
+
+    /// Appends `rows` to the `_default` stream, in requests of at most [`MAX_APPEND_ROWS`] rows,
+    /// all on one `AppendRows` call. Outcomes as for [`BigQuery::insert_rows`], with the
+    /// all-or-nothing rule of the module documentation.
+    pub async fn append_rows(&self, rows: &[AttributedRow]) -> Result<InsertReport, SinkError> {
+        self.append_rows_with_limit(rows, MAX_APPEND_ROWS).await
+    }
+
+    /// [`StorageWriter::append_rows`] with another number of rows per request.
+    pub async fn append_rows_with_limit(
+        &self,
+        rows: &[AttributedRow],
+        max_rows: usize,
+    ) -> Result<InsertReport, SinkError> {
+        let mut report = InsertReport::default();
+        if rows.is_empty() {
+            return Ok(report);
+        }
+        let protos: Vec<ProtoRow> = rows.iter().map(ProtoRow::from).collect();
+        // Split into requests: (first input index, row count, request).
+        let mut requests = Vec::new();
+        let mut start = 0;
+        while start < protos.len() {
+            let end = (start + max_rows.max(1)).min(protos.len());
+            let (mut data, mut taken) =
+                StorageApi::create_rows(&self.descriptor, &protos[start..end], MAX_APPEND_BYTES);
+            if taken == 0 {
+                // A single row over the limit goes alone; BigQuery then refuses it.
+                (data, taken) =
+                    StorageApi::create_rows(&self.descriptor, &protos[start..=start], usize::MAX);
+            }
+            requests.push((
+                start,
+                taken,
+                AppendRowsRequest {
+                    write_stream: self.stream.clone(),
+                    offset: None,
+                    trace_id: "firstclick".into(),
+                    missing_value_interpretations: HashMap::new(),
+                    default_missing_value_interpretation: 0,
+                    rows: Some(data),
+                },
+            ));
+            start += taken;
+        }
+        let spans: Vec<(usize, usize)> = requests.iter().map(|(s, n, _)| (*s, *n)).collect();
+        let operation = || format!("AppendRows into {}", self.table_path);
+
+        let mut request = tonic::Request::new(futures::stream::iter(
+            requests.into_iter().map(|(_, _, r)| r),
+        ));
+        // BigQuery routes the call by this header; the emulator ignores it.
+        if let Ok(v) = format!("write_stream={}", self.stream).parse() {
+            request.metadata_mut().insert("x-goog-request-params", v);
+        }
+        let mut client = self.client.clone();
+        let transient_or_not = |report: InsertReport, cause: ApiError| {
+            if cause.transient {
+                SinkError::Transient {
+                    done: report,
+                    cause,
+                }
+            } else {
+                SinkError::Permanent {
+                    done: report,
+                    cause,
+                }
+            }
+        };
+        let mut responses = match client.append_rows(request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                return Err(transient_or_not(report, status_error(operation(), &status)))
+            }
+        };
+        for (start, count) in spans {
+            let response: AppendRowsResponse = match responses.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    let cause = ApiError {
+                        operation: operation(),
+                        status: None,
+                        reason: Some("streamClosed".into()),
+                        message: format!(
+                            "the server closed the stream before answering the request for rows \
+                             {start}..{}",
+                            start + count
+                        ),
+                        transient: true,
+                    };
+                    return Err(transient_or_not(report, cause));
+                }
+                Err(status) => {
+                    return Err(transient_or_not(report, status_error(operation(), &status)))
+                }
+            };
+            if !response.row_errors.is_empty() {
+                // Nothing of this request was written: name the bad rows, return the others
+                // for a retry.
+                let mut rejected: Vec<RejectedRow> = (start..start + count)
+                    .map(|i| RejectedRow {
+                        index: i,
+                        checkout_id: rows[i].checkout.checkout_id.as_text().into_owned(),
+                        errors: vec![RowError {
+                            reason: "stopped".into(),
+                            location: String::new(),
+                            message: "not written: another row of the same request was refused"
+                                .into(),
+                        }],
+                        retryable: true,
+                    })
+                    .collect();
+                for e in &response.row_errors {
+                    let Some(r) = usize::try_from(e.index)
+                        .ok()
+                        .and_then(|i| rejected.get_mut(i))
+                    else {
+                        continue;
+                    };
+                    r.errors = vec![RowError {
+                        reason: "invalid".into(),
+                        location: String::new(),
+                        message: e.message.clone(),
+                    }];
+                    r.retryable = false;
+                }
+                report.rejected.extend(rejected);
+            } else {
+                match response.response {
+                    Some(Response::Error(status)) => {
+                        let code = tonic::Code::from_i32(status.code);
+                        let cause = ApiError {
+                            operation: operation(),
+                            status: None,
+                            reason: Some(format!("{code:?}")),
+                            message: status.message,
+                            transient: is_transient_code(code),
+                        };
+                        return Err(transient_or_not(report, cause));
+                    }
+                    Some(Response::AppendResult(_)) | None => report.inserted += count,
+                }
+            }
+            report.requests += 1;
+            report.attempted = start + count;
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn numeric_text_is_exact_decimal() {
+        assert_eq!(numeric_text(123.45), "123.45");
+        assert_eq!(numeric_text(100.0), "100");
+        assert_eq!(numeric_text(0.1 + 0.2), "0.3");
+        assert_eq!(numeric_text(-0.0), "0");
+    }
+
+    #[test]
+    fn proto_tags_follow_the_schema_columns() {
+        // Encode a row with every field set and read the tag of each field back in order.
+        let row = ProtoRow {
+            checkout_id: "a".into(),
+            user_id: Some("b".into()),
+            user_name: Some("c".into()),
+            product_id: Some("d".into()),
+            payment_method: Some("e".into()),
+            total_amount: Some("1".into()),
+            shipping_address: Some("f".into()),
+            billing_address: Some("g".into()),
+            user_agent: Some("h".into()),
+            ip_address: Some("i".into()),
+            checkout_time: 1,
+            click_id: Some("j".into()),
+            click_time: Some(2),
+            attribution_model: Some("k".into()),
+            processed_at: Some(3),
+        };
+        let bytes = row.encode_to_vec();
+        let mut tags = Vec::new();
+        let mut buf = bytes.as_slice();
+        while !buf.is_empty() {
+            let key = prost::encoding::decode_varint(&mut buf).expect("key");
+            tags.push((key >> 3) as u32);
+            match key & 7 {
+                0 => {
+                    prost::encoding::decode_varint(&mut buf).expect("varint");
+                }
+                2 => {
+                    let len = prost::encoding::decode_varint(&mut buf).expect("len") as usize;
+                    buf = &buf[len..];
+                }
+                other => panic!("unexpected wire type {other}"),
+            }
+        }
+        let expected: Vec<u32> = (1..=OUTPUT_COLUMNS.len() as u32).collect();
+        assert_eq!(tags, expected);
+        let d = table_descriptor();
+        for (f, c) in d.field_descriptors.iter().zip(OUTPUT_COLUMNS) {
+            assert_eq!(f.name, c.name);
+        }
+        // The field names of the struct are the column names, in order.
+        let debug = format!("{row:?}");
+        let mut at = 0;
+        for c in OUTPUT_COLUMNS {
+            let pos = debug[at..]
+                .find(&format!("{}:", c.name))
+                .unwrap_or_else(|| panic!("{} missing or out of order in {debug}", c.name));
+            at += pos;
+        }
+    }
+}
