@@ -11,7 +11,12 @@ use clap::Args;
 pub struct BigQueryArgs {
     /// `HOST:PORT` of a BigQuery emulator's REST endpoint. When set, no credentials are needed
     /// and every call goes to `http://HOST:PORT/bigquery/v2`.
-    #[arg(id = "bigquery_emulator_host", long = "bigquery-emulator-host", env = "BIGQUERY_EMULATOR_HOST", value_name = "HOST:PORT")]
+    #[arg(
+        id = "bigquery_emulator_host",
+        long = "bigquery-emulator-host",
+        env = "BIGQUERY_EMULATOR_HOST",
+        value_name = "HOST:PORT"
+    )]
     pub emulator_host: Option<String>,
 
     /// Dataset that holds the output table (created if missing).

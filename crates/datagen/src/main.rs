@@ -60,7 +60,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     firstclick_cli::init_logging(&cli.log);
     if !(cli.rate.is_finite() && cli.rate >= 0.0) {
-        anyhow::bail!("--rate: expected messages per second, 0 or more, found {}", cli.rate);
+        anyhow::bail!(
+            "--rate: expected messages per second, 0 or more, found {}",
+            cli.rate
+        );
     }
     match cli.out.clone() {
         Some(dir) => write_files(cli, dir),

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use firstclick_model::EventKind;
 use firstclick_pubsub::{Connection, OutgoingMessage, PubSubError, Publisher};
 use firstclick_redis::UserDirectory;
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::generator::{Generator, GeneratorStats};
 

@@ -125,6 +125,21 @@ struct Idle {
     base: Option<EventTime>,
 }
 
+/// One input of clicks with its own event-time progress: a Pub/Sub streaming pull, a file.
+/// Each keeps roughly its own order, while several interleave arbitrarily, so the watermark
+/// follows the slowest active source (as Flink does per partition).
+#[derive(Clone, Debug, Default)]
+struct Source {
+    /// The largest click time this source delivered.
+    max_time: Option<EventTime>,
+    /// A click arrived from it since the last tick.
+    clicks_since_tick: bool,
+    /// Processing time (µs) of the last tick at which it had delivered clicks.
+    last_active: Option<i64>,
+    /// No click for the idle timeout: it no longer holds the watermark back.
+    idle: bool,
+}
+
 /// The first-click attribution state machine. See the crate documentation.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -137,6 +152,7 @@ pub struct Engine {
     pub(crate) last_sweep: Option<EventTime>,
     next_seq: u64,
     idle: Idle,
+    sources: Vec<Source>,
     pub(crate) stats: EngineStats,
 }
 
@@ -153,7 +169,23 @@ impl Engine {
             last_sweep: None,
             next_seq: 0,
             idle: Idle::default(),
+            sources: vec![Source::default()],
             stats: EngineStats::default(),
+        }
+    }
+
+    /// An empty engine whose clicks come from `sources` inputs (see [`Engine::on_click_from`]).
+    pub fn with_sources(config: EngineConfig, sources: usize) -> Self {
+        let mut engine = Engine::new(config);
+        engine.expect_sources(sources);
+        engine
+    }
+
+    /// Declares that clicks come from `sources` inputs, each of which holds the watermark back
+    /// until it delivers or goes idle (for instance after restoring a snapshot).
+    pub fn expect_sources(&mut self, sources: usize) {
+        if sources > self.sources.len() {
+            self.sources.resize(sources, Source::default());
         }
     }
 
@@ -208,18 +240,31 @@ impl Engine {
             .map(|w| w.offset(-self.config.retention_micros()))
     }
 
-    /// Takes in one click.
+    /// Takes in one click (from source 0: a single, roughly ordered input).
     pub fn on_click(&mut self, click: Click) -> ClickOutcome {
+        self.on_click_from(0, click)
+    }
+
+    /// Takes in one click delivered by input `source`. The watermark is the smallest of the
+    /// active sources' largest click times, less the out-of-orderness; a source that has not
+    /// delivered yet holds it back until it is idle for the idle timeout (see [`Engine::tick`]).
+    pub fn on_click_from(&mut self, source: usize, click: Click) -> ClickOutcome {
         self.stats.clicks += 1;
         self.idle.clicks_since_tick = true;
         let watermark_before = self.watermark;
+        if source >= self.sources.len() {
+            self.sources.resize(source + 1, Source::default());
+        }
+        let s = &mut self.sources[source];
+        s.clicks_since_tick = true;
+        s.idle = false;
+        if s.max_time.is_none_or(|m| click.time > m) {
+            s.max_time = Some(click.time);
+        }
         if self.max_click_time.is_none_or(|m| click.time > m) {
             self.max_click_time = Some(click.time);
-            let candidate = click.time.offset(-self.config.out_of_orderness_micros);
-            if self.watermark.is_none_or(|w| candidate > w) {
-                self.watermark = Some(candidate);
-            }
         }
+        self.advance_to_sources();
         if let Some(h) = watermark_before.map(|w| w.offset(-self.config.retention_micros())) {
             if click.time < h {
                 self.stats.late_clicks += 1;
@@ -244,6 +289,32 @@ impl Engine {
                 ClickOutcome::Late { stored: true }
             }
             Inserted::New => ClickOutcome::Stored,
+        }
+    }
+
+    /// Moves the watermark to the slowest active source, less the out-of-orderness (never back).
+    fn advance_to_sources(&mut self) {
+        let mut slowest: Option<EventTime> = None;
+        let mut fastest: Option<EventTime> = None;
+        let mut any_active = false;
+        for s in &self.sources {
+            fastest = fastest.max(s.max_time);
+            if s.idle {
+                continue;
+            }
+            any_active = true;
+            match s.max_time {
+                // An active source that has not delivered yet holds the watermark back.
+                None => return,
+                Some(m) => slowest = Some(slowest.map_or(m, |x| x.min(m))),
+            }
+        }
+        let progress = if any_active { slowest } else { fastest };
+        if let Some(p) = progress {
+            let candidate = p.offset(-self.config.out_of_orderness_micros);
+            if self.watermark.is_none_or(|w| candidate > w) {
+                self.watermark = Some(candidate);
+            }
         }
     }
 
@@ -277,6 +348,23 @@ impl Engine {
     /// since the clicks stopped; it never jumps to the wall clock. With no click ever seen, the
     /// advance starts from the earliest pending checkout, less the out-of-orderness.
     pub fn tick(&mut self, now_micros: i64) {
+        let idle_timeout = self.config.idle_timeout_micros;
+        let mut changed = false;
+        for s in &mut self.sources {
+            if s.clicks_since_tick || s.last_active.is_none() {
+                s.clicks_since_tick = false;
+                s.last_active = Some(now_micros);
+            } else if !s.idle
+                && s.last_active
+                    .is_some_and(|t| now_micros.saturating_sub(t) >= idle_timeout)
+            {
+                s.idle = true;
+                changed = true;
+            }
+        }
+        if changed {
+            self.advance_to_sources();
+        }
         if self.idle.clicks_since_tick || self.idle.since.is_none() {
             self.idle = Idle {
                 clicks_since_tick: false,

@@ -386,3 +386,43 @@ fn snapshot_restore_continues_identically() {
     assert_eq!(tail_a, &out_b[..]);
     assert_eq!(a.stats(), b.stats());
 }
+
+#[test]
+fn the_watermark_follows_the_slowest_active_source() {
+    let cfg = EngineConfig::default();
+    let mut e = Engine::with_sources(cfg, 2);
+    let mut out = Vec::new();
+    // Source 0 races ahead; source 1 has not delivered yet: no watermark.
+    e.on_click_from(0, click("a-far", 1, "x", t(2_000)));
+    assert_eq!(e.watermark(), None);
+    e.on_checkout(checkout("k", 1, "p", t(1_000)));
+    // Source 1 delivers older clicks in its own order: none is late.
+    for (i, at) in [990, 995, 1_000].into_iter().enumerate() {
+        let outcome = e.on_click_from(1, click(&format!("b{i}"), 1, "p", t(at)));
+        assert_eq!(outcome, ClickOutcome::Stored);
+    }
+    assert_eq!(e.watermark(), Some(t(1_000 - 15)));
+    e.drain_final(&mut out);
+    assert!(out.is_empty());
+    e.on_click_from(1, click("b-push", 2, "y", t(1_016)));
+    e.drain_final(&mut out);
+    assert_eq!(ids(&out), vec![("k".into(), some("b0"))]);
+}
+
+#[test]
+fn an_idle_source_stops_holding_the_watermark() {
+    let cfg = EngineConfig::default();
+    let mut e = Engine::with_sources(cfg, 3);
+    e.tick(0);
+    e.on_click_from(0, click("a", 1, "x", t(2_000)));
+    e.on_click_from(1, click("b", 1, "x", t(1_000)));
+    assert_eq!(e.watermark(), None, "source 2 has not delivered");
+    e.tick(1);
+    e.on_click_from(0, click("a2", 1, "x", t(2_001)));
+    e.tick(cfg.idle_timeout_micros);
+    // Source 2 never delivered: idle now. Source 1 was active at tick 1: not yet.
+    assert_eq!(e.watermark(), Some(t(1_000 - 15)));
+    e.tick(cfg.idle_timeout_micros + 1);
+    // Source 1 went quiet too: source 0 alone sets the watermark.
+    assert_eq!(e.watermark(), Some(t(2_001 - 15)));
+}

@@ -13,7 +13,12 @@ use crate::error::PubSubError;
 pub struct PubSubArgs {
     /// Pub/Sub emulator address as HOST:PORT. When set, the emulator is used over plaintext
     /// with anonymous credentials; when unset, Google Cloud.
-    #[arg(id = "pubsub_emulator_host", long = "pubsub-emulator-host", env = "PUBSUB_EMULATOR_HOST", value_name = "HOST:PORT")]
+    #[arg(
+        id = "pubsub_emulator_host",
+        long = "pubsub-emulator-host",
+        env = "PUBSUB_EMULATOR_HOST",
+        value_name = "HOST:PORT"
+    )]
     pub emulator_host: Option<String>,
 
     /// Topic the clicks are published to.

@@ -145,12 +145,16 @@ pub struct ReceivedMessage {
     pub ordering_key: String,
     /// Delivery attempt, counted only on subscriptions with a dead-letter policy.
     pub delivery_attempt: Option<i32>,
+    /// Which of the subscription's streaming pulls delivered it (0..streams). Messages of one
+    /// stream arrive roughly in publish order, across streams they interleave arbitrarily: an
+    /// event-time watermark should be kept per stream (the minimum over streams is safe).
+    pub stream: usize,
     /// Ack or nack this, now or later; moving it elsewhere is fine.
     pub ack: AckHandle,
 }
 
 impl ReceivedMessage {
-    fn new(message: Message, handler: Handler, permit: FlowPermit) -> Self {
+    fn new(message: Message, handler: Handler, permit: FlowPermit, stream: usize) -> Self {
         let delivery_attempt = handler.delivery_attempt();
         Self {
             data: message.data,
@@ -161,6 +165,7 @@ impl ReceivedMessage {
                 .and_then(|t| SystemTime::try_from(t).ok()),
             ordering_key: message.ordering_key,
             delivery_attempt,
+            stream,
             ack: AckHandle {
                 handler,
                 _permit: permit,
@@ -272,7 +277,7 @@ impl Subscription {
         );
         let mut tokens = Vec::with_capacity(streams);
         let mut tasks = Vec::with_capacity(2 * streams);
-        for _ in 0..streams {
+        for index in 0..streams {
             let stream = client
                 .subscribe(name.clone())
                 .set_max_outstanding_messages(per_stream(u64::from(
@@ -294,6 +299,7 @@ impl Subscription {
                 token.shutdown().await;
             }));
             tasks.push(tokio::spawn(pump(
+                index,
                 stream,
                 tx.clone(),
                 stop.clone(),
@@ -354,6 +360,7 @@ impl Subscription {
 /// Moves messages from one stream into the shared channel until stopped, the receiver is
 /// gone, or the stream ends.
 async fn pump(
+    index: usize,
     mut stream: MessageStream,
     tx: mpsc::Sender<Item>,
     stop: CancellationToken,
@@ -377,7 +384,7 @@ async fn pump(
                     permit = flow.acquire(size) => permit,
                 };
                 let Some(permit) = permit else { break };
-                Ok(ReceivedMessage::new(message, handler, permit))
+                Ok(ReceivedMessage::new(message, handler, permit, index))
             }
             Err(cause) => {
                 tracing::error!(subscription = %name, error = %cause, "streaming pull failed");

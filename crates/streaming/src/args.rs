@@ -12,7 +12,13 @@ use firstclick_model::AttributionModel;
 /// configured (PUBSUB_EMULATOR_HOST or GOOGLE_APPLICATION_CREDENTIALS set), and otherwise the
 /// embedded demo, which needs no external service.
 #[derive(Parser, Debug)]
-#[command(name = "streaming", version, about, long_about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "streaming",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]

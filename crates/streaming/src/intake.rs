@@ -22,6 +22,8 @@ pub enum Input {
         click: Click,
         /// The message as received.
         data: Bytes,
+        /// Which streaming pull delivered it (the engine keeps a watermark per stream).
+        stream: usize,
         /// Acked after the checkpoint that holds the click.
         ack: AckHandle,
     },
@@ -50,7 +52,11 @@ pub struct IntakeContext {
 
 /// Pulls until `stop` is cancelled and the subscription is drained, then hands the subscription
 /// back (so the caller can shut it down once every ack handle is settled).
-pub async fn run(mut sub: Subscription, ctx: IntakeContext, stop: CancellationToken) -> Subscription {
+pub async fn run(
+    mut sub: Subscription,
+    ctx: IntakeContext,
+    stop: CancellationToken,
+) -> Subscription {
     let handle = sub.handle();
     let mut stopping = false;
     loop {
@@ -84,7 +90,11 @@ fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-fn too_far_ahead(kind: EventKind, time: firstclick_model::EventTime, max_future: i64) -> Option<BadMessage> {
+fn too_far_ahead(
+    kind: EventKind,
+    time: firstclick_model::EventTime,
+    max_future: i64,
+) -> Option<BadMessage> {
     let ahead = time.as_micros() - now_micros();
     (ahead > max_future).then(|| BadMessage {
         kind,
@@ -109,16 +119,20 @@ async fn handle_message(ctx: &IntakeContext, m: ReceivedMessage) -> bool {
     let parsed = match ctx.kind {
         EventKind::Click => {
             Metrics::add(&ctx.metrics.clicks_in, 1);
-            parse_click(&m.data).and_then(|c| match too_far_ahead(ctx.kind, c.time, ctx.max_future_micros) {
-                Some(bad) => Err(bad),
-                None => Ok(Event::Click(c)),
+            parse_click(&m.data).and_then(|c| {
+                match too_far_ahead(ctx.kind, c.time, ctx.max_future_micros) {
+                    Some(bad) => Err(bad),
+                    None => Ok(Event::Click(c)),
+                }
             })
         }
         EventKind::Checkout => {
             Metrics::add(&ctx.metrics.checkouts_in, 1);
-            parse_checkout(&m.data).and_then(|c| match too_far_ahead(ctx.kind, c.time, ctx.max_future_micros) {
-                Some(bad) => Err(bad),
-                None => Ok(Event::Checkout(c)),
+            parse_checkout(&m.data).and_then(|c| {
+                match too_far_ahead(ctx.kind, c.time, ctx.max_future_micros) {
+                    Some(bad) => Err(bad),
+                    None => Ok(Event::Checkout(c)),
+                }
             })
         }
     };
@@ -126,6 +140,7 @@ async fn handle_message(ctx: &IntakeContext, m: ReceivedMessage) -> bool {
         Ok(Event::Click(click)) => Input::Click {
             click,
             data: m.data,
+            stream: m.stream,
             ack: m.ack,
         },
         Ok(Event::Checkout(checkout)) => Input::Checkout {
@@ -143,7 +158,13 @@ async fn handle_message(ctx: &IntakeContext, m: ReceivedMessage) -> bool {
 
 /// Publishes a refused message to the dead-letter topic with its reason as attributes; acks it
 /// once the topic has it, nacks it (redelivery) if the publish fails.
-async fn dead_letter(ctx: &IntakeContext, bad: &BadMessage, data: Bytes, message_id: &str, ack: AckHandle) {
+async fn dead_letter(
+    ctx: &IntakeContext,
+    bad: &BadMessage,
+    data: Bytes,
+    message_id: &str,
+    ack: AckHandle,
+) {
     tracing::warn!(stream = %ctx.kind, message_id, reason = %bad.reason, "bad message: dead-lettered");
     let mut msg = OutgoingMessage::new(data)
         .with_attribute("reason", bad.reason.clone())

@@ -93,30 +93,110 @@ impl Metrics {
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
         let counters: [(&str, &str, &AtomicU64); 11] = [
-            ("firstclick_clicks_in_total", "Click messages received.", &self.clicks_in),
-            ("firstclick_checkouts_in_total", "Checkout messages received.", &self.checkouts_in),
-            ("firstclick_bad_messages_total", "Messages refused.", &self.bad),
-            ("firstclick_dead_lettered_total", "Refused messages published to the dead-letter topic.", &self.dead_lettered),
-            ("firstclick_late_clicks_total", "Clicks that arrived behind the watermark.", &self.late_clicks),
-            ("firstclick_late_checkouts_total", "Checkouts that arrived behind the retained state.", &self.late_checkouts),
-            ("firstclick_duplicates_total", "Duplicate messages ignored.", &self.duplicates),
-            ("firstclick_rows_written_total", "Rows written to BigQuery.", &self.rows_written),
-            ("firstclick_rows_attributed_total", "Rows written with a click.", &self.rows_attributed),
-            ("firstclick_rows_rejected_total", "Rows BigQuery refused for good.", &self.rows_rejected),
-            ("firstclick_checkpoints_total", "Checkpoints written.", &self.checkpoints),
+            (
+                "firstclick_clicks_in_total",
+                "Click messages received.",
+                &self.clicks_in,
+            ),
+            (
+                "firstclick_checkouts_in_total",
+                "Checkout messages received.",
+                &self.checkouts_in,
+            ),
+            (
+                "firstclick_bad_messages_total",
+                "Messages refused.",
+                &self.bad,
+            ),
+            (
+                "firstclick_dead_lettered_total",
+                "Refused messages published to the dead-letter topic.",
+                &self.dead_lettered,
+            ),
+            (
+                "firstclick_late_clicks_total",
+                "Clicks that arrived behind the watermark.",
+                &self.late_clicks,
+            ),
+            (
+                "firstclick_late_checkouts_total",
+                "Checkouts that arrived behind the retained state.",
+                &self.late_checkouts,
+            ),
+            (
+                "firstclick_duplicates_total",
+                "Duplicate messages ignored.",
+                &self.duplicates,
+            ),
+            (
+                "firstclick_rows_written_total",
+                "Rows written to BigQuery.",
+                &self.rows_written,
+            ),
+            (
+                "firstclick_rows_attributed_total",
+                "Rows written with a click.",
+                &self.rows_attributed,
+            ),
+            (
+                "firstclick_rows_rejected_total",
+                "Rows BigQuery refused for good.",
+                &self.rows_rejected,
+            ),
+            (
+                "firstclick_checkpoints_total",
+                "Checkpoints written.",
+                &self.checkpoints,
+            ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", get(v));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                get(v)
+            );
         }
         let gauges: [(&str, &str, i64); 8] = [
-            ("firstclick_live_clicks", "Clicks in state.", get(&self.live_clicks) as i64),
-            ("firstclick_pending_checkouts", "Checkouts waiting for the watermark.", get(&self.pending_checkouts) as i64),
-            ("firstclick_unacked_messages", "Messages processed, not yet acknowledged.", get(&self.unacked) as i64),
-            ("firstclick_watermark_lag_milliseconds", "Wall clock minus watermark.", self.watermark_lag_ms.load(Ordering::Relaxed)),
-            ("firstclick_watermark_seconds", "The watermark, seconds since the epoch.", self.watermark_micros.load(Ordering::Relaxed) / 1_000_000),
-            ("firstclick_last_checkpoint_milliseconds", "Duration of the last checkpoint.", (get(&self.last_checkpoint_micros) / 1000) as i64),
-            ("firstclick_last_checkpoint_bytes", "Size of the last checkpoint.", get(&self.last_checkpoint_bytes) as i64),
-            ("firstclick_sink_latency_milliseconds", "Duration of the last BigQuery insert.", (get(&self.last_insert_micros) / 1000) as i64),
+            (
+                "firstclick_live_clicks",
+                "Clicks in state.",
+                get(&self.live_clicks) as i64,
+            ),
+            (
+                "firstclick_pending_checkouts",
+                "Checkouts waiting for the watermark.",
+                get(&self.pending_checkouts) as i64,
+            ),
+            (
+                "firstclick_unacked_messages",
+                "Messages processed, not yet acknowledged.",
+                get(&self.unacked) as i64,
+            ),
+            (
+                "firstclick_watermark_lag_milliseconds",
+                "Wall clock minus watermark.",
+                self.watermark_lag_ms.load(Ordering::Relaxed),
+            ),
+            (
+                "firstclick_watermark_seconds",
+                "The watermark, seconds since the epoch.",
+                self.watermark_micros.load(Ordering::Relaxed) / 1_000_000,
+            ),
+            (
+                "firstclick_last_checkpoint_milliseconds",
+                "Duration of the last checkpoint.",
+                (get(&self.last_checkpoint_micros) / 1000) as i64,
+            ),
+            (
+                "firstclick_last_checkpoint_bytes",
+                "Size of the last checkpoint.",
+                get(&self.last_checkpoint_bytes) as i64,
+            ),
+            (
+                "firstclick_sink_latency_milliseconds",
+                "Duration of the last BigQuery insert.",
+                (get(&self.last_insert_micros) / 1000) as i64,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

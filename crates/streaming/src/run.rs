@@ -48,7 +48,11 @@ pub struct RunArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ServiceArgs {
     /// Longest time between two checkpoints while messages wait for their ack, in seconds.
-    #[arg(long = "checkpoint-interval-secs", env = "CHECKPOINT_INTERVAL_SECS", default_value_t = 5)]
+    #[arg(
+        long = "checkpoint-interval-secs",
+        env = "CHECKPOINT_INTERVAL_SECS",
+        default_value_t = 5
+    )]
     pub checkpoint_interval_secs: u64,
     /// Redis key of this pipeline's checkpoint [default: firstclick:checkpoint:PROJECT:CLICK_SUBSCRIPTION].
     #[arg(long = "checkpoint-key", env = "CHECKPOINT_KEY")]
@@ -57,14 +61,26 @@ pub struct ServiceArgs {
     #[arg(long = "bq-batch-rows", env = "BQ_BATCH_ROWS", default_value_t = 500)]
     pub batch_rows: usize,
     /// Seconds between two stats lines in the log.
-    #[arg(long = "stats-interval-secs", env = "STATS_INTERVAL_SECS", default_value_t = 10)]
+    #[arg(
+        long = "stats-interval-secs",
+        env = "STATS_INTERVAL_SECS",
+        default_value_t = 10
+    )]
     pub stats_interval_secs: u64,
     /// Address of the /metrics and /healthz endpoint; empty to disable.
-    #[arg(long = "metrics-addr", env = "METRICS_ADDR", default_value = "0.0.0.0:9100")]
+    #[arg(
+        long = "metrics-addr",
+        env = "METRICS_ADDR",
+        default_value = "0.0.0.0:9100"
+    )]
     pub metrics_addr: String,
     /// Event times further ahead of the wall clock than this many seconds are refused
     /// (dead-lettered): a clock far in the future would flush all state.
-    #[arg(long = "max-future-secs", env = "MAX_FUTURE_SECS", default_value_t = 86_400)]
+    #[arg(
+        long = "max-future-secs",
+        env = "MAX_FUTURE_SECS",
+        default_value_t = 86_400
+    )]
     pub max_future_secs: u64,
 }
 
@@ -115,6 +131,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let max_unacked = (options.max_outstanding_messages as usize / 2).max(1);
     let worker = Worker::restore(
         args.engine.config(),
+        options.streams,
         WorkerIo {
             users,
             bigquery,

@@ -82,28 +82,38 @@ impl Worker {
     /// services that are down.
     pub async fn restore(
         engine_config: EngineConfig,
+        click_streams: usize,
         io: WorkerIo,
         cfg: WorkerConfig,
         metrics: Arc<Metrics>,
         forced: CancellationToken,
     ) -> anyhow::Result<Self> {
         let store = &io.store;
-        let saved = retry("Redis (checkpoint)", &forced, |e: &firstclick_redis::RedisError| e.is_transient(), || store.load())
-            .await
-            .context("cannot read the last checkpoint")?;
+        let saved = retry(
+            "Redis (checkpoint)",
+            &forced,
+            |e: &firstclick_redis::RedisError| e.is_transient(),
+            || store.load(),
+        )
+        .await
+        .context("cannot read the last checkpoint")?;
         let engine = match saved {
             None => {
-                tracing::info!(key = store.key(), "no checkpoint: starting with empty state");
+                tracing::info!(
+                    key = store.key(),
+                    "no checkpoint: starting with empty state"
+                );
                 Engine::new(engine_config)
             }
             Some(bytes) => {
-                let mut snapshot: EngineSnapshot = serde_json::from_slice(&bytes).with_context(|| {
-                    format!(
-                        "the checkpoint at Redis key {} is not a firstclick engine snapshot; \
+                let mut snapshot: EngineSnapshot =
+                    serde_json::from_slice(&bytes).with_context(|| {
+                        format!(
+                            "the checkpoint at Redis key {} is not a firstclick engine snapshot; \
                          delete the key to start afresh (unacknowledged messages are redelivered)",
-                        store.key()
-                    )
-                })?;
+                            store.key()
+                        )
+                    })?;
                 if snapshot.config != engine_config {
                     tracing::warn!(
                         saved = ?snapshot.config,
@@ -124,6 +134,8 @@ impl Worker {
                 engine
             }
         };
+        let mut engine = engine;
+        engine.expect_sources(click_streams);
         let now = Instant::now();
         Ok(Worker {
             engine,
@@ -163,15 +175,23 @@ impl Worker {
     async fn on_input(&mut self, input: Input) -> anyhow::Result<()> {
         self.dirty = true;
         match input {
-            Input::Click { click, data, ack } => {
+            Input::Click {
+                click,
+                data,
+                stream,
+                ack,
+            } => {
                 let watermark = self.engine.watermark();
-                match self.engine.on_click(click) {
+                match self.engine.on_click_from(stream, click) {
                     ClickOutcome::Stored => {}
                     ClickOutcome::Duplicate => Metrics::add(&self.metrics.duplicates, 1),
                     ClickOutcome::Late { stored } => {
                         Metrics::add(&self.metrics.late_clicks, 1);
                         let msg = OutgoingMessage::new(data)
-                            .with_attribute("reason", "arrived after the watermark passed its event time")
+                            .with_attribute(
+                                "reason",
+                                "arrived after the watermark passed its event time",
+                            )
                             .with_attribute(
                                 "watermark",
                                 watermark.map(|w| w.to_rfc3339()).unwrap_or_default(),
