@@ -1,0 +1,411 @@
+//! End to end on the real emulators (Pub/Sub, BigQuery) and a real redis-server: topics and
+//! table are created, a deterministic data set is published (users into Redis), the `streaming`
+//! binary runs until every checkout has its row, and the BigQuery table must equal the file
+//! replay of the same events, row for row. Then malformed messages are published: each must
+//! reach the dead-letter subscription with its reason, and no row may change. Finally SIGTERM
+//! must stop the service cleanly (exit 0).
+//!
+//! Needs PUBSUB_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST and REDIS_URL (`scripts/dev-up` starts all
+//! three; `scripts/test` runs this suite).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datagen::files::{write_data_set, DataSetPaths};
+use datagen::publish::{publish, PublishTarget};
+use datagen::{Generator, GeneratorConfig};
+use firstclick_bigquery::{BigQuery, BigQueryArgs};
+use firstclick_cli::GcpArgs;
+use firstclick_engine::EngineConfig;
+use firstclick_model::EventTime;
+use firstclick_pubsub::{
+    ensure_topology, Connection, OutgoingMessage, PubSubArgs, Publisher, SubscribeOptions,
+    Subscription,
+};
+use firstclick_redis::{RedisArgs, UserDirectory};
+use firstclick_replay::{replay, ReplayOptions};
+use serde_json::Value;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: this test needs the emulators and Redis. Run `scripts/dev-up` and \
+             `source .dev/env`, or `scripts/test`, which does both."
+        )
+    })
+}
+
+struct Names {
+    suffix: String,
+}
+
+impl Names {
+    fn pubsub(&self) -> PubSubArgs {
+        PubSubArgs {
+            emulator_host: Some(env("PUBSUB_EMULATOR_HOST")),
+            click_topic: format!("clicks-{}", self.suffix),
+            checkout_topic: format!("checkouts-{}", self.suffix),
+            click_subscription: None,
+            checkout_subscription: None,
+            dead_letter_topic: format!("dead-{}", self.suffix),
+            late_topic: format!("late-{}", self.suffix),
+            ..PubSubArgs::default()
+        }
+    }
+
+    fn bigquery(&self) -> BigQueryArgs {
+        BigQueryArgs {
+            emulator_host: Some(env("BIGQUERY_EMULATOR_HOST")),
+            dataset: format!("e2e_{}", self.suffix.replace('-', "_")),
+            table: "attributed_checkouts".into(),
+            location: None,
+        }
+    }
+}
+
+fn gcp() -> GcpArgs {
+    GcpArgs {
+        project_id: std::env::var("PROJECT_ID").unwrap_or_else(|_| "test-project".into()),
+        credentials: None,
+    }
+}
+
+/// Stops the child with SIGKILL if the test panics before it is stopped properly.
+struct Service(Option<Child>);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_streaming(names: &Names, log: &Path) -> Service {
+    let pubsub = names.pubsub();
+    let bigquery = names.bigquery();
+    let log = std::fs::File::create(log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_streaming"))
+        .env("PUBSUB_EMULATOR_HOST", env("PUBSUB_EMULATOR_HOST"))
+        .env("BIGQUERY_EMULATOR_HOST", env("BIGQUERY_EMULATOR_HOST"))
+        .env("REDIS_URL", env("REDIS_URL"))
+        .env("PROJECT_ID", gcp().project_id)
+        .env("CLICK_TOPIC", &pubsub.click_topic)
+        .env("CHECKOUT_TOPIC", &pubsub.checkout_topic)
+        .env("DEAD_LETTER_TOPIC", &pubsub.dead_letter_topic)
+        .env("LATE_TOPIC", &pubsub.late_topic)
+        .env("BQ_DATASET", &bigquery.dataset)
+        .env("BQ_TABLE", &bigquery.table)
+        .env(
+            "CHECKPOINT_KEY",
+            format!("firstclick:test:{}", names.suffix),
+        )
+        .env("IDLE_TIMEOUT_SECS", "2")
+        .env("CHECKPOINT_INTERVAL_SECS", "1")
+        .env("STATS_INTERVAL_SECS", "2")
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("streaming starts");
+    Service(Some(child))
+}
+
+fn as_micros(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s
+            .parse::<i64>()
+            .ok()
+            .or_else(|| EventTime::parse(s).ok().map(|t| t.as_micros())),
+        _ => None,
+    }
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The comparable part of a row, from the replay's JSON or BigQuery's answer.
+fn normalize(row: &serde_json::Map<String, Value>) -> Value {
+    let text = |k: &str| row.get(k).cloned().unwrap_or(Value::Null);
+    serde_json::json!({
+        "checkout_id": text("checkout_id"),
+        "user_id": text("user_id"),
+        "user_name": text("user_name"),
+        "product_id": text("product_id"),
+        "payment_method": text("payment_method"),
+        "total_amount": row.get("total_amount").and_then(as_f64),
+        "shipping_address": text("shipping_address"),
+        "billing_address": text("billing_address"),
+        "user_agent": text("user_agent"),
+        "ip_address": text("ip_address"),
+        "checkout_time": row.get("checkout_time").and_then(as_micros),
+        "click_id": text("click_id"),
+        "click_time": row.get("click_time").and_then(as_micros),
+        "attribution_model": text("attribution_model"),
+    })
+}
+
+async fn count_rows(bq: &BigQuery) -> usize {
+    let sql = format!("SELECT COUNT(*) AS n FROM `{}`", bq.table_path());
+    match bq.query(&sql).await {
+        Ok(rows) => rows
+            .first()
+            .and_then(|r| r.get("n"))
+            .and_then(as_f64)
+            .unwrap_or(0.0) as usize,
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_to_bigquery_equals_the_replay() {
+    firstclick_pubsub::install_crypto_provider();
+    let names = Names {
+        suffix: format!("{:08x}", rand_suffix()),
+    };
+    let (gcp, pubsub, bq_args) = (gcp(), names.pubsub(), names.bigquery());
+    ensure_topology(&gcp, &pubsub)
+        .await
+        .expect("topics and subscriptions");
+    let bq = BigQuery::connect(&gcp, &bq_args)
+        .await
+        .expect("BigQuery client");
+    bq.ensure_table().await.expect("table");
+
+    // The data set: disorder inside the bound, duplicates, stale clicks, organic checkouts and
+    // unknown users; published to Pub/Sub and written to files for the replay.
+    let config = GeneratorConfig {
+        clicks: Some(3_000),
+        seed: 11,
+        users: 200,
+        disorder_secs: 5.0,
+        duplicate_rate: 0.02,
+        stale_click_rate: 0.03,
+        organic_rate: 0.03,
+        unknown_user_rate: 0.05,
+        event_rate: 50.0,
+        ..GeneratorConfig::default()
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = DataSetPaths::in_dir(dir.path());
+    write_data_set(Generator::new(config.clone()), &files, |_| {}).expect("files");
+    let conn = Connection::connect(&gcp, &pubsub).await.expect("Pub/Sub");
+    let redis = RedisArgs {
+        redis_url: env("REDIS_URL"),
+        ..RedisArgs::default()
+    };
+    let users = UserDirectory::new(&redis).expect("Redis settings");
+    let target = PublishTarget {
+        conn: &conn,
+        click_topic: &pubsub.click_topic,
+        checkout_topic: &pubsub.checkout_topic,
+        users: &users,
+        rate: 0.0,
+        max_in_flight: 1000,
+    };
+    let (_, published) = publish(Generator::new(config), target, |_| {})
+        .await
+        .expect("published");
+    assert!(published > 4_000, "{published} messages published");
+
+    // Event time only moves with clicks (or, when they stop, at the speed of processing time):
+    // a last click after every checkout lets the watermark pass them all, as the end of the
+    // input does for the replay. It is in both inputs, so it changes no row.
+    let last_checkout = std::fs::read_to_string(&files.checkouts)
+        .expect("checkouts file")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            v["datetime_occured"]
+                .as_str()
+                .and_then(|t| EventTime::parse(t).ok())
+        })
+        .max()
+        .expect("some checkouts");
+    let sentinel = serde_json::json!({
+        "click_id": "sentinel", "user_id": 0, "product_id": "end-of-test",
+        "datetime_occured": last_checkout.offset(60_000_000).to_rfc3339(),
+    })
+    .to_string();
+    let mut clicks_file = std::fs::read_to_string(&files.clicks).expect("clicks file");
+    clicks_file.push_str(&sentinel);
+    clicks_file.push('\n');
+    std::fs::write(&files.clicks, clicks_file).expect("clicks file");
+    Publisher::new(&conn, &pubsub.click_topic)
+        .await
+        .expect("publisher")
+        .publish(OutgoingMessage::new(sentinel.into_bytes()))
+        .await
+        .expect("sentinel published");
+
+    // What the rows must be: the replay of the same files.
+    let expected_path = dir.path().join("expected.ndjson");
+    let summary = replay(&ReplayOptions {
+        clicks: files.clicks.clone(),
+        checkouts: files.checkouts.clone(),
+        users: Some(files.users.clone()),
+        out: expected_path.clone(),
+        late: None,
+        dead_letter: None,
+        engine: EngineConfig::default(),
+        progress: false,
+    })
+    .expect("replay");
+    let expected: BTreeMap<String, Value> = std::fs::read_to_string(&expected_path)
+        .expect("expected rows")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("row JSON");
+            let obj = v.as_object().expect("row object").clone();
+            (
+                obj["checkout_id"].as_str().unwrap_or("").to_string(),
+                normalize(&obj),
+            )
+        })
+        .collect();
+    assert_eq!(expected.len() as u64, summary.rows);
+    assert!(summary.attributed > 0 && summary.unattributed > 0 && summary.unknown_users > 0);
+
+    let log = dir.path().join("streaming.log");
+    let mut service = start_streaming(&names, &log);
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(240) {
+        n = count_rows(&bq).await;
+        if n >= expected.len() {
+            break;
+        }
+        if let Some(Ok(Some(status))) = service.0.as_mut().map(|c| c.try_wait()) {
+            panic!(
+                "streaming exited early with {status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        n,
+        expected.len(),
+        "rows in BigQuery after {elapsed:?}; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    println!(
+        "e2e: {published} messages -> {n} rows in {:.1} s ({:.0} msg/s end to end)",
+        elapsed.as_secs_f64(),
+        published as f64 / elapsed.as_secs_f64()
+    );
+
+    // Row for row, on the raw table: one row per checkout, equal to the replay.
+    let sql = format!("SELECT * FROM `{}`", bq.table_path());
+    let rows = bq.query(&sql).await.expect("rows");
+    let mut got = BTreeMap::new();
+    for r in &rows {
+        let row = normalize(r);
+        let id = row["checkout_id"].as_str().unwrap_or("").to_string();
+        assert!(
+            got.insert(id.clone(), row).is_none(),
+            "two rows for checkout {id}"
+        );
+    }
+    for (id, want) in &expected {
+        assert_eq!(got.get(id), Some(want), "row of checkout {id}");
+    }
+
+    // Malformed messages: each one dead-lettered with its reason, no row changes.
+    let bad: Vec<(&str, &[u8])> = vec![
+        ("clicks", b"not json at all"),
+        ("clicks", b"{\"click_id\": \"c\", \"user_id\": 1}"),
+        ("clicks", b"{\"click_id\": \"c\", \"user_id\": \"x\", \"product_id\": \"p\", \"datetime_occured\": \"2026-01-01T00:00:00Z\"}"),
+        ("checkouts", b"{\"checkout_id\": \"k\", \"user_id\": 1, \"product_id\": \"p\", \"datetime_occured\": \"tomorrow\"}"),
+        ("checkouts", b"\xff\xfe invalid utf-8"),
+        ("checkouts", b"[1, 2, 3]"),
+    ];
+    let clicks_pub = Publisher::new(&conn, &pubsub.click_topic)
+        .await
+        .expect("publisher");
+    let checkouts_pub = Publisher::new(&conn, &pubsub.checkout_topic)
+        .await
+        .expect("publisher");
+    for (topic, data) in &bad {
+        let p = if *topic == "clicks" {
+            &clicks_pub
+        } else {
+            &checkouts_pub
+        };
+        p.publish(OutgoingMessage::new(data.to_vec()))
+            .await
+            .expect("published");
+    }
+    let mut dead = Subscription::start(
+        &conn,
+        &pubsub.dead_letter_topic,
+        SubscribeOptions::default(),
+    )
+    .await
+    .expect("dead-letter subscription");
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < bad.len() && Instant::now() < deadline {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), dead.next()).await
+        else {
+            continue;
+        };
+        let reason = m.attributes.get("reason").cloned().unwrap_or_default();
+        assert!(!reason.is_empty(), "dead letter without a reason");
+        assert!(
+            bad.iter().any(|(_, d)| *d == &m.data[..]),
+            "unexpected dead letter {:?}",
+            m.data
+        );
+        seen.insert(m.data.to_vec());
+        m.ack.ack();
+    }
+    dead.shutdown().await;
+    assert_eq!(seen.len(), bad.len(), "dead-lettered messages");
+    assert_eq!(
+        count_rows(&bq).await,
+        expected.len(),
+        "rows changed after bad messages"
+    );
+
+    // A graceful stop: exit 0.
+    let mut child = service.0.take().expect("running");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "streaming did not stop within 30 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(code.success(), "exit status {code}; log:\n{log_text}");
+    assert!(log_text.contains("stopped cleanly"), "{log_text}");
+}
+
+fn rand_suffix() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
+}
