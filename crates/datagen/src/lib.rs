@@ -5,6 +5,7 @@
 //! `streaming` pipes them straight into the engine.
 //!
 //! # Layout
+//! - [`cli`]: the `datagen` binary's command line.
 //! - [`config`]: [`GeneratorConfig`], the knobs (seed, sizes, rates, disorder, faults), as clap
 //!   flags with environment variables.
 //! - [`generator`]: [`Generator`], an iterator of [`GeneratedEvent`]s in arrival order.
@@ -17,6 +18,7 @@
 //! (repeated) click it again and check it out. Event time advances at `--rate` clicks per second
 //! from `--start`; arrival order is event order disturbed by at most `--disorder-secs`.
 
+pub mod cli;
 pub mod config;
 pub mod content;
 pub mod files;

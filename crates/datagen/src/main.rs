@@ -7,46 +7,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use datagen::cli::Cli;
 use datagen::files::{write_data_set, DataSetPaths};
 use datagen::publish::{publish, PublishTarget};
-use datagen::{Generator, GeneratorConfig};
-use firstclick_cli::GcpArgs;
-use firstclick_pubsub::{Connection, PubSubArgs};
-use firstclick_redis::{RedisArgs, UserDirectory};
-
-/// Generates fake users, clicks and checkouts, deterministically under --seed.
-#[derive(Parser, Debug)]
-#[command(name = "datagen", version, about)]
-struct Cli {
-    /// Write the data set as NDJSON files into this directory (created if missing) instead of
-    /// publishing it.
-    #[arg(long, env = "DATAGEN_OUT")]
-    out: Option<PathBuf>,
-
-    /// Messages per second to publish (0: as fast as Pub/Sub takes them).
-    #[arg(long, env = "DATAGEN_RATE", default_value_t = 100.0)]
-    rate: f64,
-
-    /// What to generate.
-    #[command(flatten)]
-    generator: GeneratorConfig,
-
-    /// Google Cloud project and key.
-    #[command(flatten)]
-    gcp: GcpArgs,
-
-    /// Topics.
-    #[command(flatten)]
-    pubsub: PubSubArgs,
-
-    /// Where the users go.
-    #[command(flatten)]
-    redis: RedisArgs,
-
-    /// Logging.
-    #[command(flatten)]
-    log: firstclick_cli::LogArgs,
-}
+use datagen::Generator;
+use firstclick_pubsub::Connection;
+use firstclick_redis::UserDirectory;
 
 fn progress_bar(total: Option<u64>) -> Option<indicatif::ProgressBar> {
     std::io::stderr().is_terminal().then(|| match total {

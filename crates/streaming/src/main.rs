@@ -1,70 +1,11 @@
-//! `streaming`: the firstclick pipeline's entry point. Parses flags and hands over to the mode:
-//! `replay` (files), `demo` (embedded, no services) or, with a cloud configured, the streaming
-//! pipeline.
-//!
-//! # Layout
-//! - [`args`]: flags and environment variables.
-//! - [`demo`]: generator → engine → NDJSON file in one process.
-//! - [`replay_cmd`]: the file replay command.
-//! - [`run`]: the streaming service: Pub/Sub in, Redis enrichment, BigQuery out.
-//! - [`intake`]: one task per subscription: parse, dead-letter bad messages.
-//! - [`worker`]: the task that owns the engine: rows, checkpoints, acks.
-//! - [`outage`]: retries with backoff that log an outage once.
-//! - [`shutdown`]: SIGTERM/SIGINT handling.
-//! - [`metrics`], [`http`]: counters, the stats line, /metrics and /healthz.
-
-mod args;
-mod demo;
-mod http;
-mod intake;
-mod metrics;
-mod outage;
-mod replay_cmd;
-mod run;
-mod shutdown;
-mod worker;
-
-use clap::Parser;
+//! `streaming`: the firstclick pipeline. Everything lives in the library (`src/lib.rs`); this
+//! file only picks the allocator and calls it.
 
 /// mimalloc: the replay allocates and frees a few small strings per event; measured 15-20%
-/// faster than the system allocator on the 1.5 M-event replay (BENCHMARKS.md).
+/// less CPU than the system allocator on the 1.5 M-event replay (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use args::{Cli, Command};
-
-fn cloud_configured() -> bool {
-    ["PUBSUB_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
-}
-
 fn main() -> anyhow::Result<()> {
-    firstclick_pubsub::install_crypto_provider();
-    let cli = Cli::parse();
-    firstclick_cli::init_logging(&cli.log);
-    match cli.command {
-        Some(Command::Replay(args)) => replay_cmd::run(args),
-        Some(Command::Demo(args)) => demo::run(args),
-        Some(Command::Run(args)) => run_service(*args),
-        None if cloud_configured() => run_service(*cli.run),
-        None => {
-            tracing::info!(
-                "no cloud configured (neither PUBSUB_EMULATOR_HOST nor \
-                 GOOGLE_APPLICATION_CREDENTIALS is set): running the embedded demo"
-            );
-            match Cli::parse_from(["streaming", "demo"]).command {
-                Some(Command::Demo(args)) => demo::run(args),
-                _ => anyhow::bail!("internal error: the demo subcommand did not parse"),
-            }
-        }
-    }
-}
-
-fn run_service(args: run::RunArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(run::run(args))
+    streaming::main_entry()
 }
