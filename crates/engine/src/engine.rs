@@ -153,6 +153,10 @@ pub struct Engine {
     next_seq: u64,
     idle: Idle,
     sources: Vec<Source>,
+    /// Processing time (µs) until which the watermark stays where it is (recovery).
+    hold_until: Option<i64>,
+    /// Processing time of the last tick.
+    last_tick: Option<i64>,
     pub(crate) stats: EngineStats,
 }
 
@@ -170,8 +174,23 @@ impl Engine {
             next_seq: 0,
             idle: Idle::default(),
             sources: vec![Source::default()],
+            hold_until: None,
+            last_tick: None,
             stats: EngineStats::default(),
         }
+    }
+
+    /// Keeps the watermark where it is until processing time `until_micros` (as passed to
+    /// [`Engine::tick`]). After a crash, the messages that were in flight come back only once
+    /// their Pub/Sub lease expires, behind newer ones; holding the watermark for that long lets
+    /// them in on time instead of late.
+    pub fn hold_watermark_until(&mut self, until_micros: i64) {
+        self.hold_until = Some(until_micros);
+    }
+
+    /// Whether the watermark is held (see [`Engine::hold_watermark_until`]).
+    pub fn watermark_held(&self) -> bool {
+        self.hold_until.is_some()
     }
 
     /// An empty engine whose clicks come from `sources` inputs (see [`Engine::on_click_from`]).
@@ -294,6 +313,9 @@ impl Engine {
 
     /// Moves the watermark to the slowest active source, less the out-of-orderness (never back).
     fn advance_to_sources(&mut self) {
+        if self.hold_until.is_some() {
+            return;
+        }
         let mut slowest: Option<EventTime> = None;
         let mut fastest: Option<EventTime> = None;
         let mut any_active = false;
@@ -348,8 +370,22 @@ impl Engine {
     /// since the clicks stopped; it never jumps to the wall clock. With no click ever seen, the
     /// advance starts from the earliest pending checkout, less the out-of-orderness.
     pub fn tick(&mut self, now_micros: i64) {
+        self.last_tick = Some(now_micros);
         let idle_timeout = self.config.idle_timeout_micros;
         let mut changed = false;
+        if let Some(until) = self.hold_until {
+            if now_micros < until {
+                // Held: sources and idleness start counting when the hold ends.
+                for s in &mut self.sources {
+                    s.clicks_since_tick = false;
+                    s.last_active = Some(now_micros);
+                }
+                self.idle = Idle::default();
+                return;
+            }
+            self.hold_until = None;
+            changed = true;
+        }
         for s in &mut self.sources {
             if s.clicks_since_tick || s.last_active.is_none() {
                 s.clicks_since_tick = false;

@@ -426,3 +426,28 @@ fn an_idle_source_stops_holding_the_watermark() {
     // Source 1 went quiet too: source 0 alone sets the watermark.
     assert_eq!(e.watermark(), Some(t(2_001 - 15)));
 }
+
+#[test]
+fn a_held_watermark_lets_redelivered_clicks_in_on_time() {
+    let cfg = EngineConfig::default();
+    let mut e = Engine::new(cfg);
+    let mut out = Vec::new();
+    e.on_click(click("before", 9, "x", t(1_000)));
+    e.hold_watermark_until(10 * S);
+    e.tick(0);
+    e.on_checkout(checkout("k", 1, "p", t(1_010)));
+    // Newer clicks first, then (a lease later) the click the crashed worker had in flight.
+    e.on_click(click("newer", 9, "x", t(1_500)));
+    assert_eq!(e.watermark(), Some(t(1_000 - 15)), "held");
+    assert_eq!(
+        e.on_click(click("mine", 1, "p", t(1_005))),
+        ClickOutcome::Stored
+    );
+    e.tick(5 * S);
+    e.drain_final(&mut out);
+    assert!(out.is_empty());
+    e.tick(10 * S);
+    assert_eq!(e.watermark(), Some(t(1_500 - 15)), "released");
+    e.drain_final(&mut out);
+    assert_eq!(ids(&out), vec![("k".into(), some("mine"))]);
+}

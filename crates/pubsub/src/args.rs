@@ -73,6 +73,16 @@ pub struct PubSubArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_outstanding_messages: u32,
+
+    /// Seconds each lease extension pushes a received message's deadline (10-600). A crashed
+    /// consumer's unacknowledged messages come back after at most this long.
+    #[arg(
+        long = "pubsub-ack-deadline-secs",
+        env = "PUBSUB_ACK_DEADLINE_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u16).range(10..=600)
+    )]
+    pub ack_deadline_secs: u16,
 }
 
 impl Default for PubSubArgs {
@@ -87,6 +97,7 @@ impl Default for PubSubArgs {
             late_topic: "firstclick-late-clicks".into(),
             streams: 4,
             max_outstanding_messages: 4000,
+            ack_deadline_secs: 60,
         }
     }
 }

@@ -104,6 +104,7 @@ impl SubscribeOptions {
         Self {
             streams: usize::from(args.streams),
             max_outstanding_messages: args.max_outstanding_messages,
+            ack_deadline: Duration::from_secs(u64::from(args.ack_deadline_secs)),
             ..Self::default()
         }
     }

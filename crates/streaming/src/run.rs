@@ -74,6 +74,10 @@ pub struct ServiceArgs {
         default_value = "0.0.0.0:9100"
     )]
     pub metrics_addr: String,
+    /// After a crash, seconds to keep the watermark still while the messages that were in
+    /// flight come back (their leases expire) [default: the ack deadline + 5 s].
+    #[arg(long = "recovery-hold-secs", env = "RECOVERY_HOLD_SECS")]
+    pub recovery_hold_secs: Option<u64>,
     /// Event times further ahead of the wall clock than this many seconds are refused
     /// (dead-lettered): a clock far in the future would flush all state.
     #[arg(
@@ -144,6 +148,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             max_unacked,
             batch_rows: args.service.batch_rows.max(1),
             stats_interval: Duration::from_secs(args.service.stats_interval_secs.max(1)),
+            recovery_hold: Duration::from_secs(
+                args.service
+                    .recovery_hold_secs
+                    .unwrap_or(u64::from(args.pubsub.ack_deadline_secs) + 5),
+            ),
         },
         metrics.clone(),
         shutdown.forced.clone(),

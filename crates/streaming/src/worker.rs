@@ -46,6 +46,20 @@ pub struct WorkerConfig {
     pub batch_rows: usize,
     /// How often the stats line is logged.
     pub stats_interval: Duration,
+    /// After restoring a checkpoint that was not written by a clean shutdown, how long the
+    /// watermark stays still so that the crashed worker's in-flight messages come back in time.
+    pub recovery_hold: Duration,
+}
+
+/// What is stored in Redis at each checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    /// Format version.
+    version: u32,
+    /// Written by a graceful shutdown (every message acknowledged, nothing in flight).
+    clean_shutdown: bool,
+    /// The engine's whole state.
+    engine: EngineSnapshot,
 }
 
 /// The services the worker writes to.
@@ -72,6 +86,7 @@ pub struct Worker {
     unacked: Vec<AckHandle>,
     finals: Vec<FinalCheckout>,
     dirty: bool,
+    clean_shutdown: bool,
     started: Instant,
     last_checkpoint: Instant,
     last_stats: Instant,
@@ -106,14 +121,15 @@ impl Worker {
                 Engine::new(engine_config)
             }
             Some(bytes) => {
-                let mut snapshot: EngineSnapshot =
-                    serde_json::from_slice(&bytes).with_context(|| {
-                        format!(
-                            "the checkpoint at Redis key {} is not a firstclick engine snapshot; \
+                let checkpoint: Checkpoint = serde_json::from_slice(&bytes).with_context(|| {
+                    format!(
+                        "the checkpoint at Redis key {} is not a firstclick engine snapshot; \
                          delete the key to start afresh (unacknowledged messages are redelivered)",
-                            store.key()
-                        )
-                    })?;
+                        store.key()
+                    )
+                })?;
+                let clean = checkpoint.clean_shutdown;
+                let mut snapshot = checkpoint.engine;
                 if snapshot.config != engine_config {
                     tracing::warn!(
                         saved = ?snapshot.config,
@@ -122,8 +138,13 @@ impl Worker {
                     );
                     snapshot.config = engine_config;
                 }
-                let engine = Engine::restore(snapshot);
+                let mut engine = Engine::restore(snapshot);
+                if !clean {
+                    engine.hold_watermark_until(cfg.recovery_hold.as_micros() as i64);
+                }
                 tracing::info!(
+                    clean_shutdown = clean,
+                    hold_secs = if clean { 0 } else { cfg.recovery_hold.as_secs() },
                     key = store.key(),
                     bytes = bytes.len(),
                     live_clicks = engine.live_clicks(),
@@ -146,6 +167,7 @@ impl Worker {
             unacked: Vec::new(),
             finals: Vec::new(),
             dirty: false,
+            clean_shutdown: false,
             started: now,
             last_checkpoint: now,
             last_stats: now,
@@ -167,6 +189,7 @@ impl Worker {
                 },
             }
         }
+        self.clean_shutdown = true;
         self.checkpoint().await?;
         tracing::info!("{}", self.metrics.line());
         Ok(())
@@ -379,8 +402,12 @@ impl Worker {
     async fn checkpoint(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         self.flush_rows().await?;
-        let bytes = serde_json::to_vec(&self.engine.snapshot())
-            .context("cannot serialize the engine snapshot")?;
+        let bytes = serde_json::to_vec(&Checkpoint {
+            version: 1,
+            clean_shutdown: self.clean_shutdown,
+            engine: self.engine.snapshot(),
+        })
+        .context("cannot serialize the engine snapshot")?;
         let store = &self.io.store;
         retry(
             "Redis (checkpoint)",
