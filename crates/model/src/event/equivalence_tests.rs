@@ -2,6 +2,7 @@
 //! slow path, on generated and hand-written messages.
 //!
 //! For every text, [`check`] asserts that:
+//! 0. the scanner gives the same result with and without its quote bitmap;
 //! 1. the scanner gives exactly what serde_json's derive gives (the same click or checkout, bit
 //!    for bit, or a refusal), except for a top-level array (see the `scan` module docs);
 //! 2. `parse_click`/`parse_checkout` give the same result as before the scanner (serde fast
@@ -45,10 +46,12 @@ fn is_top_level_array(b: &[u8]) -> bool {
         .is_some_and(|&c| c == b'[')
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_kind<T: fmt::Debug + PartialEq>(
     text: &[u8],
     clean: bool,
     scanned: Outcome<T>,
+    unindexed: Outcome<T>,
     serde: Option<T>,
     public: Result<T, BadMessage>,
     old_public: Result<T, BadMessage>,
@@ -56,6 +59,10 @@ fn check_kind<T: fmt::Debug + PartialEq>(
 ) -> Result<(), TestCaseError> {
     let shown = String::from_utf8_lossy(text);
     let array = is_top_level_array(text);
+    match (&scanned, &unindexed) {
+        (Outcome::Done(a), Outcome::Done(b)) => prop_assert!(same(a, b), "{shown}: {a:?} != {b:?}"),
+        (a, b) => prop_assert_eq!(a, b, "{} (with and without the quote bitmap)", shown),
+    }
     match (&scanned, &serde) {
         (Outcome::Done(a), Some(b)) => prop_assert!(same(a, b), "{shown}: {a:?} != {b:?}"),
         (Outcome::Reject, None) => {}
@@ -85,6 +92,7 @@ pub(super) fn check(text: &[u8], clean: bool) -> Result<(), TestCaseError> {
         text,
         clean,
         scan::click(text),
+        scan::click_unindexed(text),
         serde_click(text),
         parse_click(text),
         old_parse_click(text),
@@ -94,6 +102,7 @@ pub(super) fn check(text: &[u8], clean: bool) -> Result<(), TestCaseError> {
         text,
         clean,
         scan::checkout(text),
+        scan::checkout_unindexed(text),
         serde_checkout(text),
         parse_checkout(text),
         old_parse_checkout(text),
