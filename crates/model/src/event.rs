@@ -1,10 +1,16 @@
 //! Clicks and checkouts, and how they are read from one JSON message each (DESIGN §2).
 //!
-//! Parsing has two paths. The fast path deserializes straight into borrowed fields and skips
-//! unknown ones; it runs for every message. When it fails, the slow path reads the message as a
-//! generic JSON value and checks each field in turn, so the [`BadMessage`] names the field, what
-//! was expected and what was found. Both paths accept exactly the same messages (a property test
-//! holds them to it).
+//! Parsing has two paths. The fast path, the scanner of `scan.rs`, reads the needed fields
+//! in one pass over the bytes and skips (but validates) unknown ones; it runs for every message.
+//! It is held to the result of serde_json's derive into borrowed structs (`RawClick`,
+//! `RawCheckout` below, the earlier fast path), which also takes the rare messages the scanner
+//! defers. When the fast path fails, the slow path reads the message as a generic JSON value and
+//! checks each field in turn, so the [`BadMessage`] names the field, what was expected and what
+//! was found. Property tests hold the paths to the same results, except in corner cases that
+//! serde_json itself treats differently when it skips a value rather than reads it (a lone
+//! surrogate escape, a number out of range, nesting deeper than 128 in an unknown field: the
+//! fast path accepts those), and a known field given twice (the fast path refuses it, the slow
+//! path reads the last one). Each message goes to the slow path only if the fast path fails.
 //!
 //! Accepted values: identifiers (`*_id`) are non-empty strings or integers; `user_id` is an
 //! integer or a string of digits; `datetime_occured` is a timestamp in one of the forms of
@@ -20,6 +26,7 @@ use serde_json::Value;
 
 use crate::error::{BadMessage, EventKind};
 use crate::id::Id;
+use crate::scan::{self, Outcome};
 use crate::time::{parse_timestamp, EventTime};
 
 /// A user's numeric id. Producers send it as a JSON number or as a numeric string.
@@ -65,26 +72,49 @@ pub struct Checkout {
 
 /// Parses one click message.
 pub fn parse_click(bytes: &[u8]) -> Result<Click, BadMessage> {
-    if let Some(click) = fast_path(bytes, |t| {
-        serde_json::from_str::<RawClick<'_>>(t).map(RawClick::validate)
-    }) {
-        return Ok(click);
+    match scan::click(bytes) {
+        Outcome::Done(click) => return Ok(click),
+        Outcome::Defer => {
+            if let Some(click) = serde_click(bytes) {
+                return Ok(click);
+            }
+        }
+        Outcome::Reject => {}
     }
     diagnose(bytes, EventKind::Click).and_then(|obj| click_from_value(&obj))
 }
 
 /// Parses one checkout message.
 pub fn parse_checkout(bytes: &[u8]) -> Result<Checkout, BadMessage> {
-    if let Some(checkout) = fast_path(bytes, |t| {
-        serde_json::from_str::<RawCheckout<'_>>(t).map(RawCheckout::validate)
-    }) {
-        return Ok(checkout);
+    match scan::checkout(bytes) {
+        Outcome::Done(checkout) => return Ok(checkout),
+        Outcome::Defer => {
+            if let Some(checkout) = serde_checkout(bytes) {
+                return Ok(checkout);
+            }
+        }
+        Outcome::Reject => {}
     }
     diagnose(bytes, EventKind::Checkout).and_then(|obj| checkout_from_value(&obj))
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fast path
+// serde fast path: the reference the scanner is held to, and its fallback for what it defers
+
+/// The click as serde_json's derive reads it (the fast path before [`crate::scan`]); `None`
+/// when that refuses the message.
+fn serde_click(bytes: &[u8]) -> Option<Click> {
+    fast_path(bytes, |t| {
+        serde_json::from_str::<RawClick<'_>>(t).map(RawClick::validate)
+    })
+}
+
+/// The checkout as serde_json's derive reads it; see [`serde_click`].
+fn serde_checkout(bytes: &[u8]) -> Option<Checkout> {
+    fast_path(bytes, |t| {
+        serde_json::from_str::<RawCheckout<'_>>(t).map(RawCheckout::validate)
+    })
+}
 
 /// Checks UTF-8 once for the whole line (cheaper than serde_json's check of every string), then
 /// deserializes; `None` sends the message to the slow path for a precise reason.
@@ -291,7 +321,7 @@ fn de_amount<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     d.deserialize_any(V)
 }
 
-fn user_id_from_text(v: &str) -> Result<UserId, String> {
+pub(crate) fn user_id_from_text(v: &str) -> Result<UserId, String> {
     let digits = v.strip_prefix('-').unwrap_or(v);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
@@ -302,7 +332,7 @@ fn user_id_from_text(v: &str) -> Result<UserId, String> {
         .map_err(|_| format!("expected an integer that fits in 64 bits, found {v:?}"))
 }
 
-fn amount_from_text(v: &str) -> Result<f64, String> {
+pub(crate) fn amount_from_text(v: &str) -> Result<f64, String> {
     match v.trim().parse::<f64>() {
         Ok(x) if x.is_finite() => Ok(x),
         _ => Err(format!(
@@ -473,6 +503,9 @@ fn checkout_from_value(obj: &Obj) -> Result<Checkout, BadMessage> {
 }
 
 #[cfg(test)]
+mod equivalence_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -604,6 +637,9 @@ mod tests {
             let slow = diagnose(click_text.as_bytes(), EventKind::Click).and_then(|o| click_from_value(&o));
             let fast = serde_json::from_slice::<RawClick<'_>>(click_text.as_bytes()).ok().and_then(|r| r.validate().ok());
             prop_assert_eq!(fast.is_some(), slow.is_ok(), "{}: {:?}", click_text, slow);
+            // And the scanner with them.
+            super::equivalence_tests::check(text.as_bytes(), true)?;
+            super::equivalence_tests::check(click_text.as_bytes(), true)?;
         }
 
         #[test]

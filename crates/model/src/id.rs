@@ -101,26 +101,46 @@ impl<'de> serde::Deserialize<'de> for Id {
 
 const HYPHENS: [usize; 4] = [8, 13, 18, 23];
 
-fn parse_canonical_uuid(b: &[u8]) -> Option<[u64; 2]> {
-    if b.len() != 36 {
+/// Reads a canonical lowercase UUID (`8-4-4-4-12` hex digits) as two big-endian halves.
+///
+/// Branch-free over the digits: UUIDs are random, so a per-digit branch on "digit or letter"
+/// would be mispredicted half of the time, and this runs twice for every event.
+pub(crate) fn parse_canonical_uuid(b: &[u8]) -> Option<[u64; 2]> {
+    let b: &[u8; 36] = b.try_into().ok()?;
+    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
-    let mut value: u128 = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if HYPHENS.contains(&i) {
-            if c != b'-' {
-                return None;
-            }
-            continue;
-        }
-        let nibble = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        value = (value << 4) | u128::from(nibble);
+    let be4 = |at: usize| u64::from(u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
+    let be8 = |at: usize| (be4(at) << 32) | be4(at + 4);
+    let (h0, v0) = hex8(be8(0));
+    let (h1, v1) = hex8((be4(9) << 32) | be4(14));
+    let (h2, v2) = hex8((be4(19) << 32) | be4(24));
+    let (h3, v3) = hex8(be8(28));
+    if h0 & h1 & h2 & h3 != ALL_HIGH {
+        return None;
     }
-    Some([(value >> 64) as u64, value as u64])
+    Some([(v0 << 32) | v1, (v2 << 32) | v3])
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const ALL_HIGH: u64 = ONES * 0x80;
+
+/// Eight ASCII characters (the first in the high byte) as eight hex digits: returns a mask that
+/// is [`ALL_HIGH`] exactly when every character is in `0-9` or `a-f`, and the 32-bit value.
+fn hex8(x: u64) -> (u64, u64) {
+    // For a byte c < 0x80, ((c | 0x80) - k) has its high bit set exactly when c >= k, and no
+    // byte borrows from its neighbour.
+    let ge = |k: u8| ((x | ALL_HIGH) - ONES * u64::from(k)) & ALL_HIGH;
+    let digit = ge(b'0') & !ge(b'9' + 1);
+    let letter = ge(b'a') & !ge(b'f' + 1);
+    let valid = (digit | letter) & !x;
+    // '0'-'9' are 0x30-0x39 and 'a'-'f' are 0x61-0x66: the low nibble, plus 9 for letters
+    // (bit 6).
+    let mut v = (x & (ONES * 0x0f)) + ((x >> 6) & ONES) * 9;
+    v = ((v >> 4) | v) & 0x00ff_00ff_00ff_00ff;
+    v = ((v >> 8) | v) & 0x0000_ffff_0000_ffff;
+    v = ((v >> 16) | v) & 0x0000_0000_ffff_ffff;
+    (valid, v)
 }
 
 fn write_uuid(hi: u64, lo: u64, out: &mut [u8; 36]) {
@@ -153,7 +173,51 @@ mod tests {
         assert!(matches!(Id::new("click-1"), Id::Text(_)));
     }
 
+    /// The previous, obviously correct reader, as the reference for the branch-free one.
+    fn reference_uuid(b: &[u8]) -> Option<[u64; 2]> {
+        if b.len() != 36 {
+            return None;
+        }
+        let mut value: u128 = 0;
+        for (i, &c) in b.iter().enumerate() {
+            if HYPHENS.contains(&i) {
+                if c != b'-' {
+                    return None;
+                }
+                continue;
+            }
+            let nibble = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            };
+            value = (value << 4) | u128::from(nibble);
+        }
+        Some([(value >> 64) as u64, value as u64])
+    }
+
+    #[test]
+    fn every_byte_in_every_position_is_checked() {
+        let base = *b"0f8fad5b-d9cb-469f-a165-70867728950e";
+        assert!(parse_canonical_uuid(&base).is_some());
+        for i in 0..36 {
+            for c in 0..=255u8 {
+                let mut b = base;
+                b[i] = c;
+                assert_eq!(parse_canonical_uuid(&b), reference_uuid(&b), "{i} {c}");
+            }
+        }
+        assert_eq!(parse_canonical_uuid(&base[..35]), None);
+    }
+
     proptest! {
+        #[test]
+        fn uuid_reader_matches_the_reference(
+            s in "[0-9a-fA-F/:@`g-]{8}-[0-9a-f]{4}-[0-9a-fG]{4}-[0-9a-f]{4}-[0-9a-f\\x80\\u{e9}]{12}"
+        ) {
+            prop_assert_eq!(parse_canonical_uuid(s.as_bytes()), reference_uuid(s.as_bytes()));
+        }
+
         #[test]
         fn order_and_text_match_the_original_strings(
             a in "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[ -~]{0,12}",

@@ -6,6 +6,7 @@
 //!   of the producers' `YYYY-MM-DD HH:MM:SS.mmm` form, and RFC 3339 formatting.
 //! - [`id`]: a compact identifier that stores canonical UUIDs in 16 bytes and anything else as text.
 //! - [`event`]: [`Click`] and [`Checkout`], parsed and validated from one JSON message each.
+//! - `scan` (private): the single-pass JSON scanner behind the fast path of [`event`].
 //! - [`error`]: [`BadMessage`], which names the field and the reason a message was refused.
 //! - [`row`]: [`AttributedRow`], one output row per checkout, and its JSON form.
 //! - [`schema`]: the output table's columns, partitioning, clustering and key.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod event;
 pub mod id;
 pub mod row;
+mod scan;
 pub mod schema;
 pub mod time;
 pub mod user;
