@@ -1,0 +1,60 @@
+//! `create-bq-table` as a library: the command line ([`Cli`]) and the job ([`run`]), so that
+//! deployment checks can read the flags and environment variables of the binary without running
+//! it. The binary (`src/main.rs`) only installs the crypto provider, parses and calls [`run`].
+
+use anyhow::Context;
+use clap::Parser;
+use firstclick_bigquery::{BigQuery, BigQueryArgs};
+use firstclick_cli::{GcpArgs, LogArgs};
+
+/// Create the firstclick BigQuery dataset, table (partitioned by day of checkout_time,
+/// clustered by user_id), primary key and `{table}_dedup` view, if missing.
+#[derive(Parser, Debug)]
+#[command(name = "create-bq-table", version, about)]
+pub struct Cli {
+    /// Google Cloud project and key.
+    #[command(flatten)]
+    pub gcp: GcpArgs,
+    /// Dataset, table, location and the emulator address.
+    #[command(flatten)]
+    pub bigquery: BigQueryArgs,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Creates whatever is missing of the dataset, the table, its primary key and the view, and
+/// prints the report on stdout.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let target = format!(
+        "{}.{}.{}",
+        cli.gcp.project_id, cli.bigquery.dataset, cli.bigquery.table
+    );
+    let bq = BigQuery::connect(&cli.gcp, &cli.bigquery)
+        .await
+        .with_context(|| format!("cannot set up a BigQuery client for {target}"))?;
+    let report = bq.ensure_table().await.with_context(|| {
+        format!(
+            "cannot create the output table {target}{}",
+            if bq.is_emulator() {
+                " on the emulator"
+            } else {
+                ""
+            }
+        )
+    })?;
+    println!("{report}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The flattened flag groups fit together (unique names and variables, valid defaults).
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
