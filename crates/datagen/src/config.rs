@@ -14,7 +14,15 @@ pub enum TimestampFormat {
 }
 
 fn parse_start(s: &str) -> Result<EventTime, String> {
-    EventTime::parse(s).map_err(|e| e.to_string())
+    if s == "now" {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| format!("the system clock is before 1970: {e}"))?
+            .as_micros();
+        // Whole milliseconds, as the producers' timestamp form carries.
+        return Ok(EventTime::from_micros((micros / 1000 * 1000) as i64));
+    }
+    EventTime::parse(s).map_err(|e| format!("{e} (or `now`)"))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -57,7 +65,8 @@ pub struct GeneratorConfig {
     #[arg(long, env = "DATAGEN_CLICKS")]
     pub clicks: Option<u64>,
 
-    /// Event time of the first event (RFC 3339).
+    /// Event time of the first event: RFC 3339, or `now` for live data (then set --event-rate
+    /// to the clicks per second actually published, so event time keeps pace with the clock).
     #[arg(long, env = "DATAGEN_START", default_value = "2026-01-01T00:00:00Z", value_parser = parse_start)]
     pub start: EventTime,
 

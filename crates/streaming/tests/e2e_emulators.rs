@@ -300,10 +300,16 @@ async fn pubsub_to_bigquery_equals_the_replay() {
         "rows in BigQuery after {elapsed:?}; log:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    println!(
-        "e2e: {published} messages -> {n} rows in {:.1} s ({:.0} msg/s end to end)",
+    let report = format!(
+        "e2e: {published} messages -> {n} rows in {:.1} s ({:.0} msg/s end to end), every row \
+         equal to the replay",
         elapsed.as_secs_f64(),
         published as f64 / elapsed.as_secs_f64()
+    );
+    println!("{report}");
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e.report"),
+        &report,
     );
 
     // Row for row, on the raw table: one row per checkout, equal to the replay.
@@ -400,6 +406,207 @@ async fn pubsub_to_bigquery_equals_the_replay() {
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(code.success(), "exit status {code}; log:\n{log_text}");
     assert!(log_text.contains("stopped cleanly"), "{log_text}");
+}
+
+/// Thousands of malformed messages of every kind, 1 MB payloads among them, mixed into a good
+/// data set: each bad one reaches the dead-letter subscription with its reason, and the rows are
+/// still exactly the replay's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_flood_is_dead_lettered_and_good_events_still_attributed() {
+    firstclick_pubsub::install_crypto_provider();
+    let names = Names {
+        suffix: format!("flood{:08x}", rand_suffix()),
+    };
+    let (gcp, pubsub, bq_args) = (gcp(), names.pubsub(), names.bigquery());
+    ensure_topology(&gcp, &pubsub)
+        .await
+        .expect("topics and subscriptions");
+    let bq = BigQuery::connect(&gcp, &bq_args)
+        .await
+        .expect("BigQuery client");
+    bq.ensure_table().await.expect("table");
+    let conn = Connection::connect(&gcp, &pubsub).await.expect("Pub/Sub");
+    let clicks_pub = Publisher::new(&conn, &pubsub.click_topic)
+        .await
+        .expect("publisher");
+    let checkouts_pub = Publisher::new(&conn, &pubsub.checkout_topic)
+        .await
+        .expect("publisher");
+
+    // The bad messages: every way a producer can get it wrong.
+    let far_future = EventTime::from_micros(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0)
+            + 3 * 86_400_000_000,
+    )
+    .to_rfc3339();
+    let mut bad: Vec<Vec<u8>> = Vec::new();
+    for i in 0..2_000 {
+        let id = format!("bad-{i}");
+        let m = match i % 10 {
+            0 => vec![0xff, 0xfe, b'{', (i % 251) as u8],
+            1 => format!("not json {i}").into_bytes(),
+            2 => format!("{{\"click_id\": \"{id}\", \"user_id\": 1}}").into_bytes(),
+            3 => format!("{{\"click_id\": \"{id}\", \"user_id\": \"one\", \"product_id\": \"p\", \"datetime_occured\": \"2026-01-01T00:00:00Z\"}}").into_bytes(),
+            4 => format!("{{\"click_id\": \"{id}\", \"user_id\": 1, \"product_id\": [1], \"datetime_occured\": \"2026-01-01T00:00:00Z\"}}").into_bytes(),
+            5 => format!("{{\"click_id\": \"{id}\", \"user_id\": 1, \"product_id\": \"p\", \"datetime_occured\": \"9999-12-31T23:59:59Z\"}}").into_bytes(),
+            6 => format!("{{\"click_id\": \"{id}\", \"user_id\": 1, \"product_id\": \"p\", \"datetime_occured\": \"1900-01-01 00:00:00.000\"}}").into_bytes(),
+            7 => format!("{{\"click_id\": \"{id}\", \"user_id\": 1, \"product_id\": \"p\", \"datetime_occured\": \"{far_future}\"}}").into_bytes(),
+            8 => format!("[\"{id}\", 1, \"p\"]").into_bytes(),
+            _ => format!("{{\"click_id\": \"{id}\", \"user_id\": 1, \"product_id\": \"p\", \"datetime_occured\": 1700000000}}").into_bytes(),
+        };
+        bad.push(m);
+    }
+    for i in 0..5 {
+        // 1 MB: a valid-looking start, then a string that never closes.
+        let mut m =
+            format!("{{\"click_id\": \"huge-{i}\", \"user_id\": 1, \"url\": \"").into_bytes();
+        m.resize(1 << 20, b'a');
+        bad.push(m);
+    }
+
+    // Seed and users as in the other test of this file: both write users 1..=200 to the same
+    // Redis, so their names must agree.
+    let config = GeneratorConfig {
+        clicks: Some(2_000),
+        seed: 11,
+        users: 200,
+        disorder_secs: 5.0,
+        duplicate_rate: 0.02,
+        event_rate: 50.0,
+        ..GeneratorConfig::default()
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = DataSetPaths::in_dir(dir.path());
+    write_data_set(Generator::new(config.clone()), &files, |_| {}).expect("files");
+    let redis = RedisArgs {
+        redis_url: env("REDIS_URL"),
+        ..RedisArgs::default()
+    };
+    let users = UserDirectory::new(&redis).expect("Redis settings");
+    let log = dir.path().join("streaming.log");
+    let service = start_streaming(&names, &log);
+    // Bad messages first, interleaved over both topics, then the good data set.
+    let sends = bad.iter().enumerate().map(|(i, m)| {
+        let p = if i % 2 == 0 {
+            &clicks_pub
+        } else {
+            &checkouts_pub
+        };
+        p.publish(OutgoingMessage::new(m.clone()))
+    });
+    for r in futures::future::join_all(sends).await {
+        r.expect("bad message published");
+    }
+    let target = PublishTarget {
+        conn: &conn,
+        click_topic: &pubsub.click_topic,
+        checkout_topic: &pubsub.checkout_topic,
+        users: &users,
+        rate: 0.0,
+        max_in_flight: 1000,
+    };
+    publish(Generator::new(config), target, |_| {})
+        .await
+        .expect("published");
+
+    let expected_path = dir.path().join("expected.ndjson");
+    let summary = replay(&ReplayOptions {
+        clicks: files.clicks.clone(),
+        checkouts: files.checkouts.clone(),
+        users: Some(files.users.clone()),
+        out: expected_path.clone(),
+        late: None,
+        dead_letter: None,
+        engine: EngineConfig::default(),
+        progress: false,
+    })
+    .expect("replay");
+
+    // Dead letters: all of them, each with a reason.
+    let mut dead = Subscription::start(
+        &conn,
+        &pubsub.dead_letter_topic,
+        SubscribeOptions::default(),
+    )
+    .await
+    .expect("dead-letter subscription");
+    let wanted: HashSet<Vec<u8>> = bad.iter().cloned().collect();
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while seen.len() < wanted.len() && Instant::now() < deadline {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), dead.next()).await
+        else {
+            continue;
+        };
+        assert!(
+            m.attributes.get("reason").is_some_and(|r| !r.is_empty()),
+            "no reason"
+        );
+        assert!(
+            wanted.contains(&m.data[..]),
+            "a good message was dead-lettered: {:?}",
+            String::from_utf8_lossy(&m.data[..m.data.len().min(200)])
+        );
+        seen.insert(m.data.to_vec());
+        m.ack.ack();
+    }
+    dead.shutdown().await;
+    assert_eq!(
+        seen.len(),
+        wanted.len(),
+        "distinct bad messages dead-lettered"
+    );
+
+    // The good events: wait for every checkout's row (the last ones need the idle timeout and
+    // clicks after them, so compare only the rows of checkouts the watermark has passed).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut got = 0;
+    while Instant::now() < deadline {
+        got = count_rows(&bq).await;
+        if got as u64 >= summary.rows.saturating_sub(20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let expected: BTreeMap<String, Value> = std::fs::read_to_string(&expected_path)
+        .expect("expected rows")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v.as_object().map(normalize))
+        .map(|r| (r["checkout_id"].as_str().unwrap_or("").to_string(), r))
+        .collect();
+    let rows = bq
+        .query(&format!("SELECT * FROM `{}`", bq.table_path()))
+        .await
+        .expect("rows");
+    assert!(
+        rows.len() as u64 >= summary.rows.saturating_sub(20),
+        "{} rows of {}",
+        rows.len(),
+        summary.rows
+    );
+    for r in &rows {
+        let row = normalize(r);
+        let id = row["checkout_id"].as_str().unwrap_or("").to_string();
+        assert_eq!(expected.get(&id), Some(&row), "row of checkout {id}");
+    }
+    let report = format!(
+        "flood: {} malformed messages (5 of 1 MB) dead-lettered with reasons; {} of {} rows \
+         written, all equal to the replay",
+        wanted.len(),
+        rows.len(),
+        summary.rows
+    );
+    println!("{report}");
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("flood.report"),
+        &report,
+    );
+    drop(service);
+    let _ = got;
 }
 
 fn rand_suffix() -> u32 {

@@ -492,7 +492,7 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
     }
     dead.shutdown().await;
 
-    println!(
+    let report = format!(
         "fault test (seed {seed}): {kills} kills + 1 graceful stop, Redis down {}s, BigQuery down \
          {}s; published {published} messages ({} malformed) in {:.0} s; rows expected {}, in the \
          dedup view {}, lost {}, wrong {}, extra {}; raw rows {} ({} raw duplicates hidden by the \
@@ -509,6 +509,12 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         raw,
         raw.saturating_sub(got.len()),
         distinct.len(),
+    );
+    println!("{report}");
+    // Reports are printed by scripts/test after the run (cargo test captures passing output).
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults.report"),
+        &report,
     );
     for k in wrong.iter().take(3) {
         println!(
