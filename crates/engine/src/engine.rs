@@ -274,6 +274,15 @@ impl Engine {
         if source >= self.sources.len() {
             self.sources.resize(source + 1, Source::default());
         }
+        if self.sources.iter().all(|s| s.idle) {
+            // The first click after a quiet period (or at start-up): every source gets a full
+            // idle timeout to show up again before the first one alone sets the watermark.
+            for s in &mut self.sources {
+                s.idle = false;
+                s.clicks_since_tick = false;
+                s.last_active = self.last_tick;
+            }
+        }
         let s = &mut self.sources[source];
         s.clicks_since_tick = true;
         s.idle = false;
@@ -308,6 +317,16 @@ impl Engine {
                 ClickOutcome::Late { stored: true }
             }
             Inserted::New => ClickOutcome::Stored,
+        }
+    }
+
+    /// Records that `source` delivered something without an event time (a message refused as
+    /// malformed): it is alive, so it must not be taken for idle.
+    pub fn source_alive(&mut self, source: usize) {
+        if let Some(s) = self.sources.get_mut(source) {
+            if !s.idle {
+                s.clicks_since_tick = true;
+            }
         }
     }
 

@@ -451,3 +451,25 @@ fn a_held_watermark_lets_redelivered_clicks_in_on_time() {
     e.drain_final(&mut out);
     assert_eq!(ids(&out), vec![("k".into(), some("mine"))]);
 }
+
+#[test]
+fn after_a_quiet_start_every_source_gets_a_chance_before_one_sets_the_watermark() {
+    let cfg = EngineConfig::default();
+    let mut e = Engine::with_sources(cfg, 2);
+    let mut out = Vec::new();
+    // Nothing arrives for longer than the idle timeout: both sources go idle.
+    e.tick(0);
+    e.tick(cfg.idle_timeout_micros + 1);
+    e.on_checkout(checkout("k", 1, "p", t(1_000)));
+    // Source 0 starts with newer clicks; source 1 must still be waited for.
+    e.on_click_from(0, click("a", 9, "x", t(1_100)));
+    assert_eq!(e.watermark(), None);
+    assert_eq!(
+        e.on_click_from(1, click("b", 1, "p", t(995))),
+        ClickOutcome::Stored
+    );
+    e.drain_final(&mut out);
+    e.on_click_from(1, click("b2", 9, "x", t(1_100)));
+    e.drain_final(&mut out);
+    assert_eq!(ids(&out), vec![("k".into(), some("b"))]);
+}

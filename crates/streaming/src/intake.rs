@@ -27,6 +27,11 @@ pub enum Input {
         /// Acked after the checkpoint that holds the click.
         ack: AckHandle,
     },
+    /// A click stream delivered a message that was refused: the stream is alive.
+    Alive {
+        /// Which streaming pull delivered it.
+        stream: usize,
+    },
     /// A checkout and its ack handle.
     Checkout {
         /// The parsed checkout.
@@ -149,7 +154,11 @@ async fn handle_message(ctx: &IntakeContext, m: ReceivedMessage) -> bool {
         },
         Err(bad) => {
             Metrics::add(&ctx.metrics.bad, 1);
+            let stream = m.stream;
             dead_letter(ctx, &bad, m.data, &m.message_id, m.ack).await;
+            if ctx.kind == EventKind::Click {
+                return ctx.tx.send(Input::Alive { stream }).await.is_ok();
+            }
             return true;
         }
     };

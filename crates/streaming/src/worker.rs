@@ -232,6 +232,10 @@ impl Worker {
                 }
                 self.unacked.push(ack);
             }
+            Input::Alive { stream } => {
+                self.engine.source_alive(stream);
+                return Ok(());
+            }
             Input::Checkout { checkout, ack } => {
                 match self.engine.on_checkout(checkout) {
                     CheckoutOutcome::Pending => {}
