@@ -103,7 +103,9 @@ fn start_streaming(names: &Names, log: &Path) -> Service {
             "CHECKPOINT_KEY",
             format!("firstclick:test:{}", names.suffix),
         )
-        .env("IDLE_TIMEOUT_SECS", "2")
+        // Long enough that a stream slow to start on a cold emulator is not taken for idle
+        // (the per-stream watermark would then go ahead without it).
+        .env("IDLE_TIMEOUT_SECS", "10")
         .env("CHECKPOINT_INTERVAL_SECS", "1")
         .env("STATS_INTERVAL_SECS", "2")
         .env("METRICS_ADDR", "127.0.0.1:0")
