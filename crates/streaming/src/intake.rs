@@ -155,7 +155,22 @@ async fn handle_message(ctx: &IntakeContext, m: ReceivedMessage) -> bool {
         Err(bad) => {
             Metrics::add(&ctx.metrics.bad, 1);
             let stream = m.stream;
-            dead_letter(ctx, &bad, m.data, &m.message_id, m.ack).await;
+            // Published and acked on the side: the stream's good messages need not wait for
+            // the dead-letter round trip.
+            let (publisher, metrics, kind) =
+                (ctx.dead_letter.clone(), ctx.metrics.clone(), ctx.kind);
+            tokio::spawn(async move {
+                dead_letter(
+                    &publisher,
+                    &metrics,
+                    kind,
+                    &bad,
+                    m.data,
+                    &m.message_id,
+                    m.ack,
+                )
+                .await;
+            });
             if ctx.kind == EventKind::Click {
                 return ctx.tx.send(Input::Alive { stream }).await.is_ok();
             }
@@ -168,23 +183,25 @@ async fn handle_message(ctx: &IntakeContext, m: ReceivedMessage) -> bool {
 /// Publishes a refused message to the dead-letter topic with its reason as attributes; acks it
 /// once the topic has it, nacks it (redelivery) if the publish fails.
 async fn dead_letter(
-    ctx: &IntakeContext,
+    publisher: &Publisher,
+    metrics: &Metrics,
+    kind: EventKind,
     bad: &BadMessage,
     data: Bytes,
     message_id: &str,
     ack: AckHandle,
 ) {
-    tracing::warn!(stream = %ctx.kind, message_id, reason = %bad.reason, "bad message: dead-lettered");
+    tracing::warn!(stream = %kind, message_id, reason = %bad.reason, "bad message: dead-lettered");
     let mut msg = OutgoingMessage::new(data)
         .with_attribute("reason", bad.reason.clone())
-        .with_attribute("stream", ctx.kind.as_str())
+        .with_attribute("stream", kind.as_str())
         .with_attribute("source_message_id", message_id);
     if let Some(field) = bad.field {
         msg = msg.with_attribute("field", field);
     }
-    match ctx.dead_letter.publish(msg).await {
+    match publisher.publish(msg).await {
         Ok(_) => {
-            Metrics::add(&ctx.metrics.dead_lettered, 1);
+            Metrics::add(&metrics.dead_lettered, 1);
             ack.ack();
         }
         Err(e) => {

@@ -84,7 +84,7 @@ impl Drop for Service {
     }
 }
 
-fn start_streaming(names: &Names, log: &Path) -> Service {
+fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32) -> Service {
     let pubsub = names.pubsub();
     let bigquery = names.bigquery();
     let log = std::fs::File::create(log).expect("log file");
@@ -105,7 +105,7 @@ fn start_streaming(names: &Names, log: &Path) -> Service {
         )
         // Long enough that a stream slow to start on a cold emulator is not taken for idle
         // (the per-stream watermark would then go ahead without it).
-        .env("IDLE_TIMEOUT_SECS", "10")
+        .env("IDLE_TIMEOUT_SECS", idle_timeout_secs.to_string())
         .env("CHECKPOINT_INTERVAL_SECS", "1")
         .env("STATS_INTERVAL_SECS", "2")
         .env("METRICS_ADDR", "127.0.0.1:0")
@@ -279,7 +279,7 @@ async fn pubsub_to_bigquery_equals_the_replay() {
     assert!(summary.attributed > 0 && summary.unattributed > 0 && summary.unknown_users > 0);
 
     let log = dir.path().join("streaming.log");
-    let mut service = start_streaming(&names, &log);
+    let mut service = start_streaming(&names, &log, 10);
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < Duration::from_secs(240) {
@@ -489,7 +489,9 @@ async fn malformed_flood_is_dead_lettered_and_good_events_still_attributed() {
     };
     let users = UserDirectory::new(&redis).expect("Redis settings");
     let log = dir.path().join("streaming.log");
-    let service = start_streaming(&names, &log);
+    // The default idle timeout: this test does not wait for idle streams, and a stream busy
+    // with thousands of malformed messages must not look idle.
+    let service = start_streaming(&names, &log, 30);
     // Bad messages first, interleaved over both topics, then the good data set.
     let sends = bad.iter().enumerate().map(|(i, m)| {
         let p = if i % 2 == 0 {
