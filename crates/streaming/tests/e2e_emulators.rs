@@ -8,7 +8,7 @@
 //! Needs PUBSUB_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST and REDIS_URL (`scripts/dev-up` starts all
 //! three; `scripts/test` runs this suite).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,24 +18,15 @@ use datagen::publish::{publish, PublishTarget};
 use datagen::{Generator, GeneratorConfig};
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
 use firstclick_cli::GcpArgs;
-use firstclick_engine::EngineConfig;
 use firstclick_model::EventTime;
 use firstclick_pubsub::{
     ensure_topology, Connection, OutgoingMessage, PubSubArgs, Publisher, SubscribeOptions,
     Subscription,
 };
 use firstclick_redis::{RedisArgs, UserDirectory};
-use firstclick_replay::{replay, ReplayOptions};
-use serde_json::Value;
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: this test needs the emulators and Redis. Run `scripts/dev-up` and \
-             `source .dev/env`, or `scripts/test`, which does both."
-        )
-    })
-}
+mod common;
+use common::{append_sentinel, as_f64, by_checkout, env, expected_rows, normalize};
 
 struct Names {
     suffix: String,
@@ -117,46 +108,6 @@ fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32) -> Service
     Service(Some(child))
 }
 
-fn as_micros(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s
-            .parse::<i64>()
-            .ok()
-            .or_else(|| EventTime::parse(s).ok().map(|t| t.as_micros())),
-        _ => None,
-    }
-}
-
-fn as_f64(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-/// The comparable part of a row, from the replay's JSON or BigQuery's answer.
-fn normalize(row: &serde_json::Map<String, Value>) -> Value {
-    let text = |k: &str| row.get(k).cloned().unwrap_or(Value::Null);
-    serde_json::json!({
-        "checkout_id": text("checkout_id"),
-        "user_id": text("user_id"),
-        "user_name": text("user_name"),
-        "product_id": text("product_id"),
-        "payment_method": text("payment_method"),
-        "total_amount": row.get("total_amount").and_then(as_f64),
-        "shipping_address": text("shipping_address"),
-        "billing_address": text("billing_address"),
-        "user_agent": text("user_agent"),
-        "ip_address": text("ip_address"),
-        "checkout_time": row.get("checkout_time").and_then(as_micros),
-        "click_id": text("click_id"),
-        "click_time": row.get("click_time").and_then(as_micros),
-        "attribution_model": text("attribution_model"),
-    })
-}
-
 async fn count_rows(bq: &BigQuery) -> usize {
     let sql = format!("SELECT COUNT(*) AS n FROM `{}`", bq.table_path());
     match bq.query(&sql).await {
@@ -220,29 +171,8 @@ async fn pubsub_to_bigquery_equals_the_replay() {
         .expect("published");
     assert!(published > 4_000, "{published} messages published");
 
-    // Event time only moves with clicks (or, when they stop, at the speed of processing time):
-    // a last click after every checkout lets the watermark pass them all, as the end of the
-    // input does for the replay. It is in both inputs, so it changes no row.
-    let last_checkout = std::fs::read_to_string(&files.checkouts)
-        .expect("checkouts file")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| {
-            v["datetime_occured"]
-                .as_str()
-                .and_then(|t| EventTime::parse(t).ok())
-        })
-        .max()
-        .expect("some checkouts");
-    let sentinel = serde_json::json!({
-        "click_id": "sentinel", "user_id": 0, "product_id": "end-of-test",
-        "datetime_occured": last_checkout.offset(60_000_000).to_rfc3339(),
-    })
-    .to_string();
-    let mut clicks_file = std::fs::read_to_string(&files.clicks).expect("clicks file");
-    clicks_file.push_str(&sentinel);
-    clicks_file.push('\n');
-    std::fs::write(&files.clicks, clicks_file).expect("clicks file");
+    // The end of the input (see common::append_sentinel).
+    let sentinel = append_sentinel(&files);
     Publisher::new(&conn, &pubsub.click_topic)
         .await
         .expect("publisher")
@@ -251,30 +181,7 @@ async fn pubsub_to_bigquery_equals_the_replay() {
         .expect("sentinel published");
 
     // What the rows must be: the replay of the same files.
-    let expected_path = dir.path().join("expected.ndjson");
-    let summary = replay(&ReplayOptions {
-        clicks: files.clicks.clone(),
-        checkouts: files.checkouts.clone(),
-        users: Some(files.users.clone()),
-        out: expected_path.clone(),
-        late: None,
-        dead_letter: None,
-        engine: EngineConfig::default(),
-        progress: false,
-    })
-    .expect("replay");
-    let expected: BTreeMap<String, Value> = std::fs::read_to_string(&expected_path)
-        .expect("expected rows")
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("row JSON");
-            let obj = v.as_object().expect("row object").clone();
-            (
-                obj["checkout_id"].as_str().unwrap_or("").to_string(),
-                normalize(&obj),
-            )
-        })
-        .collect();
+    let (summary, expected) = expected_rows(&files, dir.path());
     assert_eq!(expected.len() as u64, summary.rows);
     assert!(summary.attributed > 0 && summary.unattributed > 0 && summary.unknown_users > 0);
 
@@ -317,15 +224,7 @@ async fn pubsub_to_bigquery_equals_the_replay() {
     // Row for row, on the raw table: one row per checkout, equal to the replay.
     let sql = format!("SELECT * FROM `{}`", bq.table_path());
     let rows = bq.query(&sql).await.expect("rows");
-    let mut got = BTreeMap::new();
-    for r in &rows {
-        let row = normalize(r);
-        let id = row["checkout_id"].as_str().unwrap_or("").to_string();
-        assert!(
-            got.insert(id.clone(), row).is_none(),
-            "two rows for checkout {id}"
-        );
-    }
+    let got = by_checkout(&rows);
     for (id, want) in &expected {
         assert_eq!(got.get(id), Some(want), "row of checkout {id}");
     }
@@ -516,18 +415,7 @@ async fn malformed_flood_is_dead_lettered_and_good_events_still_attributed() {
         .await
         .expect("published");
 
-    let expected_path = dir.path().join("expected.ndjson");
-    let summary = replay(&ReplayOptions {
-        clicks: files.clicks.clone(),
-        checkouts: files.checkouts.clone(),
-        users: Some(files.users.clone()),
-        out: expected_path.clone(),
-        late: None,
-        dead_letter: None,
-        engine: EngineConfig::default(),
-        progress: false,
-    })
-    .expect("replay");
+    let (summary, expected) = expected_rows(&files, dir.path());
 
     // Dead letters: all of them, each with a reason.
     let mut dead = Subscription::start(
@@ -575,13 +463,6 @@ async fn malformed_flood_is_dead_lettered_and_good_events_still_attributed() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let expected: BTreeMap<String, Value> = std::fs::read_to_string(&expected_path)
-        .expect("expected rows")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v.as_object().map(normalize))
-        .map(|r| (r["checkout_id"].as_str().unwrap_or("").to_string(), r))
-        .collect();
     let rows = bq
         .query(&format!("SELECT * FROM `{}`", bq.table_path()))
         .await

@@ -16,7 +16,7 @@
 //! the start, like a consumer rewound to the beginning, and the restored checkpoint must absorb
 //! everything it already processed (duplicate click and checkout ids) and lose nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,23 +27,17 @@ use datagen::publish::{publish, PublishTarget};
 use datagen::{Generator, GeneratorConfig};
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
 use firstclick_cli::GcpArgs;
-use firstclick_engine::EngineConfig;
-use firstclick_model::EventTime;
 use firstclick_pubsub::{
     ensure_topology, Admin, Connection, OutgoingMessage, PubSubArgs, Publisher, SubscribeOptions,
     Subscription,
 };
 use firstclick_redis::{RedisArgs, UserDirectory};
-use firstclick_replay::{replay, ReplayOptions};
 use serde_json::Value;
 
-const OUTAGE: Duration = Duration::from_secs(30);
+mod common;
+use common::{append_sentinel, by_checkout, env, expected_rows};
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `scripts/test` (or `scripts/dev-up && source .dev/env`)")
-    })
-}
+const OUTAGE: Duration = Duration::from_secs(30);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -227,23 +221,9 @@ impl Moments {
 fn as_num(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => s
-            .parse()
-            .ok()
-            .or_else(|| EventTime::parse(s).ok().map(|t| t.as_micros() as f64)),
+        Value::String(s) => s.parse().ok(),
         _ => None,
     }
-}
-
-fn normalize(row: &serde_json::Map<String, Value>) -> Value {
-    let text = |k: &str| row.get(k).cloned().unwrap_or(Value::Null);
-    let num = |k: &str| row.get(k).and_then(as_num);
-    serde_json::json!({
-        "checkout_id": text("checkout_id"), "user_id": text("user_id"),
-        "user_name": text("user_name"), "product_id": text("product_id"),
-        "total_amount": num("total_amount"), "checkout_time": num("checkout_time"),
-        "click_id": text("click_id"), "click_time": num("click_time"),
-    })
 }
 
 async fn count(bq: &BigQuery, sql: &str) -> Option<usize> {
@@ -325,8 +305,7 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         let conn = conn.clone();
         let (clicks, checkouts) = (pubsub.click_topic.clone(), pubsub.checkout_topic.clone());
         let redis_url = setup.redis_url.clone();
-        let files_clicks = files.clicks.clone();
-        let files_checkouts = files.checkouts.clone();
+        let files = files.clone();
         tokio::spawn(async move {
             let users = UserDirectory::new(&RedisArgs {
                 redis_url,
@@ -344,25 +323,8 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
             let (_, n) = publish(Generator::new(config), target, |_| {})
                 .await
                 .expect("published");
-            // The end of the input: a click after every checkout (also appended to the file).
-            let last = std::fs::read_to_string(&files_checkouts)
-                .expect("checkouts")
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter_map(|v| {
-                    v["datetime_occured"]
-                        .as_str()
-                        .and_then(|t| EventTime::parse(t).ok())
-                })
-                .max()
-                .expect("checkouts");
-            let sentinel = serde_json::json!({"click_id": "sentinel", "user_id": 0,
-                "product_id": "end", "datetime_occured": last.offset(60_000_000).to_rfc3339()})
-            .to_string();
-            let mut text = std::fs::read_to_string(&files_clicks).expect("clicks");
-            text.push_str(&sentinel);
-            text.push('\n');
-            std::fs::write(&files_clicks, text).expect("clicks");
+            // The end of the input (see common::append_sentinel).
+            let sentinel = append_sentinel(&files);
             Publisher::new(&conn, &clicks)
                 .await
                 .expect("publisher")
@@ -401,25 +363,7 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
     kill_and_restart(&mut streaming, moments.secs(0.2, 2.0));
 
     // What the table must hold: the replay of the same files.
-    let expected_path = dir.path().join("expected.ndjson");
-    let summary = replay(&ReplayOptions {
-        clicks: files.clicks.clone(),
-        checkouts: files.checkouts.clone(),
-        users: Some(files.users.clone()),
-        out: expected_path.clone(),
-        late: None,
-        dead_letter: None,
-        engine: EngineConfig::default(),
-        progress: false,
-    })
-    .expect("replay");
-    let expected: BTreeMap<String, Value> = std::fs::read_to_string(&expected_path)
-        .expect("expected")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v.as_object().map(normalize))
-        .map(|r| (r["checkout_id"].as_str().unwrap_or("").to_string(), r))
-        .collect();
+    let (summary, expected) = expected_rows(&files, dir.path());
 
     let view = format!("SELECT COUNT(*) AS n FROM `{}`", bq.view_path());
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -455,11 +399,7 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         .query(&format!("SELECT * FROM `{}`", bq.view_path()))
         .await
         .expect("rows");
-    let got: HashMap<String, Value> = rows
-        .iter()
-        .map(normalize)
-        .map(|r| (r["checkout_id"].as_str().unwrap_or("").to_string(), r))
-        .collect();
+    let got = by_checkout(&rows);
     let raw = count(
         &bq,
         &format!("SELECT COUNT(*) AS n FROM `{}`", bq.table_path()),

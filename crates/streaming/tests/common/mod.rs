@@ -1,0 +1,133 @@
+//! What the service-level tests share: the services' addresses, the expected rows (the file
+//! replay of the same events), the end-of-input sentinel click, and rows made comparable
+//! whether they come from the replay's JSON or from BigQuery's answer.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use datagen::files::DataSetPaths;
+use firstclick_engine::EngineConfig;
+use firstclick_model::EventTime;
+use firstclick_replay::{replay, ReplayOptions, Summary};
+use serde_json::Value;
+
+/// A service address from the environment; panics with what to run when it is unset.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: this test needs the emulators and Redis. Run `scripts/test`, or \
+             `scripts/dev-up && source .dev/env`."
+        )
+    })
+}
+
+fn as_micros(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s
+            .parse::<i64>()
+            .ok()
+            .or_else(|| EventTime::parse(s).ok().map(|t| t.as_micros())),
+        _ => None,
+    }
+}
+
+/// A JSON number or numeric string as a float.
+pub fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The comparable part of a row (every column but `processed_at`; timestamps as µs, NUMERIC
+/// as a float), from the replay's JSON or BigQuery's answer.
+pub fn normalize(row: &serde_json::Map<String, Value>) -> Value {
+    let text = |k: &str| row.get(k).cloned().unwrap_or(Value::Null);
+    serde_json::json!({
+        "checkout_id": text("checkout_id"),
+        "user_id": text("user_id"),
+        "user_name": text("user_name"),
+        "product_id": text("product_id"),
+        "payment_method": text("payment_method"),
+        "total_amount": row.get("total_amount").and_then(as_f64),
+        "shipping_address": text("shipping_address"),
+        "billing_address": text("billing_address"),
+        "user_agent": text("user_agent"),
+        "ip_address": text("ip_address"),
+        "checkout_time": row.get("checkout_time").and_then(as_micros),
+        "click_id": text("click_id"),
+        "click_time": row.get("click_time").and_then(as_micros),
+        "attribution_model": text("attribution_model"),
+    })
+}
+
+/// Rows keyed by checkout id.
+pub type Rows = BTreeMap<String, Value>;
+
+/// Normalizes rows and keys them by checkout id; panics on a second row for one checkout.
+pub fn by_checkout<'a>(rows: impl IntoIterator<Item = &'a serde_json::Map<String, Value>>) -> Rows {
+    let mut out = Rows::new();
+    for r in rows {
+        let row = normalize(r);
+        let id = row["checkout_id"].as_str().unwrap_or("").to_string();
+        assert!(
+            out.insert(id.clone(), row).is_none(),
+            "two rows for checkout {id}"
+        );
+    }
+    out
+}
+
+/// What the table must hold: the file replay of the data set in `files`, written to `dir`.
+pub fn expected_rows(files: &DataSetPaths, dir: &Path) -> (Summary, Rows) {
+    let out = dir.join("expected.ndjson");
+    let summary = replay(&ReplayOptions {
+        clicks: files.clicks.clone(),
+        checkouts: files.checkouts.clone(),
+        users: Some(files.users.clone()),
+        out: out.clone(),
+        late: None,
+        dead_letter: None,
+        engine: EngineConfig::default(),
+        progress: false,
+    })
+    .expect("replay of the data set");
+    let objects: Vec<serde_json::Map<String, Value>> = std::fs::read_to_string(&out)
+        .expect("expected rows")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v.as_object().cloned())
+        .collect();
+    (summary, by_checkout(&objects))
+}
+
+/// Event time only moves with clicks (or, once they stop, at the speed of processing time): a
+/// last click a minute after every checkout lets the watermark pass them all, as the end of the
+/// input does for the replay. It is appended to the clicks file (so it is in both inputs and
+/// changes no row) and returned, to be published.
+pub fn append_sentinel(files: &DataSetPaths) -> String {
+    let last_checkout = std::fs::read_to_string(&files.checkouts)
+        .expect("checkouts file")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            v["datetime_occured"]
+                .as_str()
+                .and_then(|t| EventTime::parse(t).ok())
+        })
+        .max()
+        .expect("some checkouts");
+    let sentinel = serde_json::json!({
+        "click_id": "sentinel", "user_id": 0, "product_id": "end-of-test",
+        "datetime_occured": last_checkout.offset(60_000_000).to_rfc3339(),
+    })
+    .to_string();
+    let mut clicks = std::fs::read_to_string(&files.clicks).expect("clicks file");
+    clicks.push_str(&sentinel);
+    clicks.push('\n');
+    std::fs::write(&files.clicks, clicks).expect("clicks file");
+    sentinel
+}
