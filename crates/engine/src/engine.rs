@@ -520,14 +520,12 @@ impl Engine {
 
     pub(crate) fn from_parts(
         config: EngineConfig,
-        clicks: ClickStore,
         pending: Vec<Checkout>,
         seen_checkouts: HashMap<Id, EventTime, foldhash::fast::FixedState>,
         watermarks: (Option<EventTime>, Option<EventTime>, Option<EventTime>),
         stats: EngineStats,
     ) -> Self {
         let mut engine = Engine::new(config);
-        engine.clicks = clicks;
         engine.seen_checkouts = seen_checkouts;
         (engine.max_click_time, engine.watermark, engine.last_sweep) = watermarks;
         for checkout in pending {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use firstclick_model::{Checkout, EventTime, Id, UserId};
 
-use crate::clicks::{ClickKey, ClickStore};
+use crate::clicks::ClickKey;
 use crate::config::EngineConfig;
 use crate::engine::{Engine, EngineStats};
 
@@ -84,7 +84,6 @@ impl Engine {
             snapshot.seen_checkouts.into_iter().collect();
         let mut engine = Engine::from_parts(
             snapshot.config,
-            ClickStore::default(),
             snapshot.pending,
             seen,
             (

@@ -26,7 +26,7 @@ use firstclick_pubsub::{
 use firstclick_redis::{RedisArgs, UserDirectory};
 
 mod common;
-use common::{append_sentinel, as_f64, by_checkout, env, expected_rows, normalize};
+use common::{append_sentinel, by_checkout, count_rows, env, expected_rows, normalize};
 
 struct Names {
     suffix: String,
@@ -108,16 +108,17 @@ fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32) -> Service
     Service(Some(child))
 }
 
-async fn count_rows(bq: &BigQuery) -> usize {
-    let sql = format!("SELECT COUNT(*) AS n FROM `{}`", bq.table_path());
-    match bq.query(&sql).await {
-        Ok(rows) => rows
-            .first()
-            .and_then(|r| r.get("n"))
-            .and_then(as_f64)
-            .unwrap_or(0.0) as usize,
-        Err(_) => 0,
-    }
+/// Topics, subscriptions, dataset and table of one test; the BigQuery client.
+async fn provision(names: &Names) -> (GcpArgs, PubSubArgs, BigQuery) {
+    let (gcp, pubsub) = (gcp(), names.pubsub());
+    ensure_topology(&gcp, &pubsub)
+        .await
+        .expect("topics and subscriptions");
+    let bq = BigQuery::connect(&gcp, &names.bigquery())
+        .await
+        .expect("BigQuery client");
+    bq.ensure_table().await.expect("table");
+    (gcp, pubsub, bq)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,14 +127,7 @@ async fn pubsub_to_bigquery_equals_the_replay() {
     let names = Names {
         suffix: format!("{:08x}", rand_suffix()),
     };
-    let (gcp, pubsub, bq_args) = (gcp(), names.pubsub(), names.bigquery());
-    ensure_topology(&gcp, &pubsub)
-        .await
-        .expect("topics and subscriptions");
-    let bq = BigQuery::connect(&gcp, &bq_args)
-        .await
-        .expect("BigQuery client");
-    bq.ensure_table().await.expect("table");
+    let (gcp, pubsub, bq) = provision(&names).await;
 
     // The data set: disorder inside the bound, duplicates, stale clicks, organic checkouts and
     // unknown users; published to Pub/Sub and written to files for the replay.
@@ -190,7 +184,7 @@ async fn pubsub_to_bigquery_equals_the_replay() {
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < Duration::from_secs(240) {
-        n = count_rows(&bq).await;
+        n = count_rows(&bq, &bq.table_path()).await;
         if n >= expected.len() {
             break;
         }
@@ -281,7 +275,7 @@ async fn pubsub_to_bigquery_equals_the_replay() {
     dead.shutdown().await;
     assert_eq!(seen.len(), bad.len(), "dead-lettered messages");
     assert_eq!(
-        count_rows(&bq).await,
+        count_rows(&bq, &bq.table_path()).await,
         expected.len(),
         "rows changed after bad messages"
     );
@@ -318,14 +312,7 @@ async fn malformed_flood_is_dead_lettered_and_good_events_still_attributed() {
     let names = Names {
         suffix: format!("flood{:08x}", rand_suffix()),
     };
-    let (gcp, pubsub, bq_args) = (gcp(), names.pubsub(), names.bigquery());
-    ensure_topology(&gcp, &pubsub)
-        .await
-        .expect("topics and subscriptions");
-    let bq = BigQuery::connect(&gcp, &bq_args)
-        .await
-        .expect("BigQuery client");
-    bq.ensure_table().await.expect("table");
+    let (gcp, pubsub, bq) = provision(&names).await;
     let conn = Connection::connect(&gcp, &pubsub).await.expect("Pub/Sub");
     let clicks_pub = Publisher::new(&conn, &pubsub.click_topic)
         .await
@@ -457,7 +444,7 @@ async fn malformed_flood_is_dead_lettered_and_good_events_still_attributed() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut got = 0;
     while Instant::now() < deadline {
-        got = count_rows(&bq).await;
+        got = count_rows(&bq, &bq.table_path()).await;
         if got as u64 >= summary.rows.saturating_sub(20) {
             break;
         }

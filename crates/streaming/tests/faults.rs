@@ -32,10 +32,9 @@ use firstclick_pubsub::{
     Subscription,
 };
 use firstclick_redis::{RedisArgs, UserDirectory};
-use serde_json::Value;
 
 mod common;
-use common::{append_sentinel, by_checkout, env, expected_rows};
+use common::{append_sentinel, by_checkout, count, env, expected_rows};
 
 const OUTAGE: Duration = Duration::from_secs(30);
 
@@ -216,19 +215,6 @@ impl Moments {
         let unit = (self.0 % 10_000) as f64 / 10_000.0;
         Duration::from_secs_f64(lo + (hi - lo) * unit)
     }
-}
-
-fn as_num(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-async fn count(bq: &BigQuery, sql: &str) -> Option<usize> {
-    let rows = bq.query(sql).await.ok()?;
-    rows.first()?.get("n").and_then(as_num).map(|n| n as usize)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

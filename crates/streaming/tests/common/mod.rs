@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use datagen::files::DataSetPaths;
+use firstclick_bigquery::BigQuery;
 use firstclick_engine::EngineConfig;
 use firstclick_model::EventTime;
 use firstclick_replay::{replay, ReplayOptions, Summary};
@@ -130,4 +131,17 @@ pub fn append_sentinel(files: &DataSetPaths) -> String {
     clicks.push('\n');
     std::fs::write(&files.clicks, clicks).expect("clicks file");
     sentinel
+}
+
+/// The `n` of a `SELECT COUNT(*) AS n ...` query; `None` while BigQuery does not answer.
+pub async fn count(bq: &BigQuery, sql: &str) -> Option<usize> {
+    let rows = bq.query(sql).await.ok()?;
+    rows.first()?.get("n").and_then(as_f64).map(|n| n as usize)
+}
+
+/// Rows in `table` (a fully qualified name); 0 while BigQuery does not answer.
+pub async fn count_rows(bq: &BigQuery, table: &str) -> usize {
+    count(bq, &format!("SELECT COUNT(*) AS n FROM `{table}`"))
+        .await
+        .unwrap_or(0)
 }
