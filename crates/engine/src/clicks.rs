@@ -1,12 +1,29 @@
-//! The click store: live clicks grouped by `(user_id, product_id)`.
+//! The click store: live clicks grouped by `(user_id, product_id)`, in a fixed number of shards.
 //!
-//! Per click it keeps only the event time and the click id (32 bytes); a key with a single click
-//! (most of them) keeps it inline without a heap allocation. The key is the pair itself, never a
-//! concatenated string, so user 1 / product 23 and user 12 / product 3 stay apart.
+//! Per click it keeps only the event time and the click id ([`ClickRef`], 32 bytes); a key with a
+//! single click (most of them) keeps it inline without a heap allocation. The key is the pair
+//! itself, never a concatenated string, so user 1 / product 23 and user 12 / product 3 stay apart.
+//!
+//! Why shards: a checkpoint's base snapshot is taken from the live store one shard at a time
+//! while the worker goes on (see `firstclick-delivery`), so no single step has to walk millions
+//! of clicks, and a growing table doubles one shard at a time instead of the whole store.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
 
 use firstclick_model::{AttributionModel, ClickRef, EventTime, Id, UserId};
+
+/// Number of shards of the click store and of the remembered checkout ids.
+pub const STATE_SHARDS: usize = 128;
+
+type FixedState = foldhash::fast::FixedState;
+
+/// The shard of a hashable key. Uses bits 32..39 of the same hash the tables use: the tables
+/// take their bucket from the low bits and their control byte from the top 7, so a shard does
+/// not end up with keys that all collide in one of them.
+pub(crate) fn shard_of<K: Hash>(key: &K) -> usize {
+    ((FixedState::default().hash_one(key) >> 32) as usize) % STATE_SHARDS
+}
 
 /// The grouping key of clicks and checkouts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -17,22 +34,15 @@ pub struct ClickKey {
     pub product_id: Id,
 }
 
-/// One stored click.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct StoredClick {
-    pub(crate) time: EventTime,
-    pub(crate) click_id: Id,
-}
-
 /// The clicks of one key, inline while there is just one.
 #[derive(Clone, Debug)]
 pub(crate) enum ClickList {
-    One(StoredClick),
-    Many(Vec<StoredClick>),
+    One(ClickRef),
+    Many(Vec<ClickRef>),
 }
 
 impl ClickList {
-    pub(crate) fn as_slice(&self) -> &[StoredClick] {
+    pub(crate) fn as_slice(&self) -> &[ClickRef] {
         match self {
             ClickList::One(c) => std::slice::from_ref(c),
             ClickList::Many(v) => v,
@@ -48,10 +58,19 @@ pub(crate) enum Inserted {
 }
 
 /// All live clicks.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClickStore {
-    by_key: HashMap<ClickKey, ClickList, foldhash::fast::FixedState>,
+    shards: Vec<HashMap<ClickKey, ClickList, FixedState>>,
     len: usize,
+}
+
+impl Default for ClickStore {
+    fn default() -> Self {
+        ClickStore {
+            shards: (0..STATE_SHARDS).map(|_| HashMap::default()).collect(),
+            len: 0,
+        }
+    }
 }
 
 impl ClickStore {
@@ -67,31 +86,35 @@ impl ClickStore {
 
     /// Number of distinct `(user, product)` keys.
     pub fn keys(&self) -> usize {
-        self.by_key.len()
+        self.shards.iter().map(HashMap::len).sum()
     }
 
     /// Bytes of heap the store holds, measured from its allocations (table buckets, lists and
     /// the text of non-UUID ids).
     pub fn heap_bytes(&self) -> usize {
         let bucket = std::mem::size_of::<(ClickKey, ClickList)>() + 1;
-        let mut bytes = self.by_key.capacity() * bucket;
-        for (key, list) in &self.by_key {
-            bytes += id_heap(&key.product_id);
-            if let ClickList::Many(v) = list {
-                bytes += v.capacity() * std::mem::size_of::<StoredClick>();
+        let mut bytes = self.shards.capacity() * std::mem::size_of::<HashMap<(), ()>>();
+        for shard in &self.shards {
+            bytes += shard.capacity() * bucket;
+            for (key, list) in shard {
+                bytes += id_heap(&key.product_id);
+                if let ClickList::Many(v) = list {
+                    bytes += v.capacity() * std::mem::size_of::<ClickRef>();
+                }
+                bytes += list
+                    .as_slice()
+                    .iter()
+                    .map(|c| id_heap(&c.click_id))
+                    .sum::<usize>();
             }
-            bytes += list
-                .as_slice()
-                .iter()
-                .map(|c| id_heap(&c.click_id))
-                .sum::<usize>();
         }
         bytes
     }
 
-    pub(crate) fn insert(&mut self, key: ClickKey, click: StoredClick) -> Inserted {
+    pub(crate) fn insert(&mut self, key: ClickKey, click: ClickRef) -> Inserted {
         use std::collections::hash_map::Entry;
-        match self.by_key.entry(key) {
+        let shard = shard_of(&key);
+        match self.shards[shard].entry(key) {
             Entry::Vacant(v) => {
                 v.insert(ClickList::One(click));
             }
@@ -123,7 +146,7 @@ impl ClickStore {
         lookback_micros: i64,
         model: AttributionModel,
     ) -> Option<ClickRef> {
-        let list = self.by_key.get(key)?;
+        let list = self.shards[shard_of(key)].get(key)?;
         let from = at.offset(-lookback_micros);
         let in_window = list
             .as_slice()
@@ -133,56 +156,72 @@ impl ClickStore {
             AttributionModel::FirstClick => in_window.min_by(|a, b| order(a, b)),
             AttributionModel::LastClick => in_window.max_by(|a, b| order(a, b)),
         }?;
-        Some(ClickRef {
-            click_id: best.click_id.clone(),
-            time: best.time,
-        })
+        Some(best.clone())
     }
 
     /// Drops every click older than `horizon`; returns how many were dropped.
     pub(crate) fn evict_before(&mut self, horizon: EventTime) -> usize {
         let mut dropped = 0;
-        self.by_key.retain(|_, list| match list {
-            ClickList::One(c) => {
-                if c.time < horizon {
-                    dropped += 1;
-                    false
-                } else {
-                    true
-                }
-            }
-            ClickList::Many(v) => {
-                let before = v.len();
-                v.retain(|c| c.time >= horizon);
-                dropped += before - v.len();
-                match v.len() {
-                    0 => false,
-                    1 => {
-                        let only = v.pop();
-                        if let Some(c) = only {
-                            *list = ClickList::One(c);
-                        }
+        for shard in &mut self.shards {
+            shard.retain(|_, list| match list {
+                ClickList::One(c) => {
+                    if c.time < horizon {
+                        dropped += 1;
+                        false
+                    } else {
                         true
                     }
-                    _ => true,
                 }
+                ClickList::Many(v) => {
+                    let before = v.len();
+                    v.retain(|c| c.time >= horizon);
+                    dropped += before - v.len();
+                    match v.len() {
+                        0 => false,
+                        1 => {
+                            if let Some(c) = v.pop() {
+                                *list = ClickList::One(c);
+                            }
+                            true
+                        }
+                        _ => true,
+                    }
+                }
+            });
+            if shard.capacity() > 64 && shard.len() * 4 < shard.capacity() {
+                shard.shrink_to_fit();
             }
-        });
-        self.len -= dropped;
-        if self.by_key.capacity() > 64 && self.by_key.len() * 4 < self.by_key.capacity() {
-            self.by_key.shrink_to_fit();
         }
+        self.len -= dropped;
         dropped
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ClickKey, &StoredClick)> {
-        self.by_key
-            .iter()
-            .flat_map(|(k, list)| list.as_slice().iter().map(move |c| (k, c)))
+    /// Every stored click with its key, shard by shard.
+    pub fn iter(&self) -> impl Iterator<Item = (&ClickKey, &ClickRef)> {
+        (0..STATE_SHARDS).flat_map(|s| self.shard(s))
+    }
+
+    /// The clicks of shard `shard` (`0..STATE_SHARDS`; an empty iterator beyond), grouped by key.
+    pub fn shard_keys(&self, shard: usize) -> impl Iterator<Item = (&ClickKey, &[ClickRef])> {
+        self.shards
+            .get(shard)
+            .into_iter()
+            .flat_map(|s| s.iter().map(|(k, l)| (k, l.as_slice())))
+    }
+
+    /// The clicks of shard `shard`, one by one.
+    pub fn shard(&self, shard: usize) -> impl Iterator<Item = (&ClickKey, &ClickRef)> {
+        self.shard_keys(shard)
+            .flat_map(|(k, list)| list.iter().map(move |c| (k, c)))
+    }
+
+    /// Number of clicks in shard `shard`.
+    pub fn shard_len(&self, shard: usize) -> usize {
+        self.shard_keys(shard).map(|(_, l)| l.len()).sum()
     }
 }
 
-fn order(a: &StoredClick, b: &StoredClick) -> std::cmp::Ordering {
+fn order(a: &ClickRef, b: &ClickRef) -> std::cmp::Ordering {
     (a.time, &a.click_id).cmp(&(b.time, &b.click_id))
 }
 
@@ -190,5 +229,62 @@ fn id_heap(id: &Id) -> usize {
     match id {
         Id::Uuid(_) => 0,
         Id::Text(t) => t.len(),
+    }
+}
+
+/// Checkout ids remembered for de-duplication, with their event times, in the same shards.
+#[derive(Clone, Debug)]
+pub struct SeenCheckouts {
+    shards: Vec<HashMap<Id, EventTime, FixedState>>,
+}
+
+impl Default for SeenCheckouts {
+    fn default() -> Self {
+        SeenCheckouts {
+            shards: (0..STATE_SHARDS).map(|_| HashMap::default()).collect(),
+        }
+    }
+}
+
+impl SeenCheckouts {
+    /// Number of remembered ids.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(HashMap::is_empty)
+    }
+
+    /// Whether `id` is remembered.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.shards[shard_of(id)].contains_key(id)
+    }
+
+    /// Remembers `id`; false when it already was.
+    pub(crate) fn insert(&mut self, id: Id, time: EventTime) -> bool {
+        let shard = shard_of(&id);
+        self.shards[shard].insert(id, time).is_none()
+    }
+
+    /// Forgets the ids older than `horizon`.
+    pub(crate) fn evict_before(&mut self, horizon: EventTime) {
+        for shard in &mut self.shards {
+            shard.retain(|_, t| *t >= horizon);
+            if shard.capacity() > 64 && shard.len() * 4 < shard.capacity() {
+                shard.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Every remembered id with its event time.
+    pub fn iter(&self) -> impl Iterator<Item = (&Id, &EventTime)> {
+        self.shards.iter().flat_map(HashMap::iter)
+    }
+
+    /// The ids of shard `shard` (`0..STATE_SHARDS`; an empty iterator beyond).
+    pub fn shard(&self, shard: usize) -> impl Iterator<Item = (&Id, &EventTime)> {
+        self.shards.get(shard).into_iter().flat_map(HashMap::iter)
     }
 }

@@ -7,11 +7,11 @@
 //! the end of its input.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
-use firstclick_model::{AttributedRow, AttributionModel, Checkout, Click, ClickRef, EventTime, Id};
+use firstclick_model::{AttributedRow, AttributionModel, Checkout, Click, ClickRef, EventTime};
 
-use crate::clicks::{ClickKey, ClickStore, Inserted, StoredClick};
+use crate::clicks::{ClickKey, ClickStore, Inserted, SeenCheckouts};
 use crate::config::EngineConfig;
 
 /// What the engine did with a click.
@@ -146,7 +146,7 @@ pub struct Engine {
     pub(crate) config: EngineConfig,
     pub(crate) clicks: ClickStore,
     pending: BinaryHeap<Reverse<Pending>>,
-    pub(crate) seen_checkouts: HashMap<Id, EventTime, foldhash::fast::FixedState>,
+    pub(crate) seen_checkouts: SeenCheckouts,
     pub(crate) max_click_time: Option<EventTime>,
     pub(crate) watermark: Option<EventTime>,
     pub(crate) last_sweep: Option<EventTime>,
@@ -167,7 +167,7 @@ impl Engine {
             config,
             clicks: ClickStore::default(),
             pending: BinaryHeap::new(),
-            seen_checkouts: HashMap::default(),
+            seen_checkouts: SeenCheckouts::default(),
             max_click_time: None,
             watermark: None,
             last_sweep: None,
@@ -303,7 +303,7 @@ impl Engine {
             user_id: click.user_id,
             product_id: click.product_id,
         };
-        let stored = StoredClick {
+        let stored = ClickRef {
             time: click.time,
             click_id: click.click_id,
         };
@@ -362,12 +362,13 @@ impl Engine {
     /// Takes in one checkout; it becomes final once the watermark passes its time.
     pub fn on_checkout(&mut self, checkout: Checkout) -> CheckoutOutcome {
         self.stats.checkouts += 1;
-        if self.seen_checkouts.contains_key(&checkout.checkout_id) {
+        if !self
+            .seen_checkouts
+            .insert(checkout.checkout_id.clone(), checkout.time)
+        {
             self.stats.duplicate_checkouts += 1;
             return CheckoutOutcome::Duplicate;
         }
-        self.seen_checkouts
-            .insert(checkout.checkout_id.clone(), checkout.time);
         let late = self
             .watermark
             .is_some_and(|w| checkout.time < w.offset(-self.config.out_of_orderness_micros));
@@ -508,36 +509,72 @@ impl Engine {
             return;
         };
         self.stats.evicted_clicks += self.clicks.evict_before(h) as u64;
-        self.seen_checkouts.retain(|_, t| *t >= h);
+        self.seen_checkouts.evict_before(h);
         self.last_sweep = self.watermark;
     }
 
-    pub(crate) fn pending_in_order(&self) -> Vec<Checkout> {
+    /// The pending checkouts, in arrival order.
+    pub fn pending_in_order(&self) -> Vec<Checkout> {
         let mut all: Vec<&Pending> = self.pending.iter().map(|r| &r.0).collect();
         all.sort_by_key(|p| p.seq);
         all.into_iter().map(|p| p.checkout.clone()).collect()
     }
 
-    pub(crate) fn from_parts(
-        config: EngineConfig,
-        pending: Vec<Checkout>,
-        seen_checkouts: HashMap<Id, EventTime, foldhash::fast::FixedState>,
-        watermarks: (Option<EventTime>, Option<EventTime>, Option<EventTime>),
-        stats: EngineStats,
-    ) -> Self {
-        let mut engine = Engine::new(config);
-        engine.seen_checkouts = seen_checkouts;
-        (engine.max_click_time, engine.watermark, engine.last_sweep) = watermarks;
-        for checkout in pending {
-            let seq = engine.next_seq;
-            engine.next_seq += 1;
-            engine.pending.push(Reverse(Pending { seq, checkout }));
-        }
-        engine.stats = stats;
-        engine
+    /// Remembered checkout ids, read-only.
+    pub fn seen_checkouts(&self) -> &SeenCheckouts {
+        &self.seen_checkouts
     }
 
-    pub(crate) fn insert_restored_click(&mut self, key: ClickKey, time: EventTime, click_id: Id) {
-        let _ = self.clicks.insert(key, StoredClick { time, click_id });
+    /// The eviction horizon of the last sweep: every click and remembered checkout id older
+    /// than it is gone. `None` before the first sweep.
+    pub fn swept_horizon(&self) -> Option<EventTime> {
+        self.last_sweep
+            .map(|w| w.offset(-self.config.retention_micros()))
     }
+
+    pub(crate) fn push_pending(&mut self, checkout: Checkout) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push(Reverse(Pending { seq, checkout }));
+    }
+
+    pub(crate) fn insert_restored_click(&mut self, key: ClickKey, click: ClickRef) {
+        let _ = self.clicks.insert(key, click);
+    }
+
+    pub(crate) fn set_progress(&mut self, progress: Progress) {
+        self.max_click_time = progress.max_click_time;
+        self.watermark = progress.watermark;
+        self.last_sweep = progress.last_sweep;
+        self.stats = progress.stats;
+    }
+
+    /// The engine's event-time progress and counters (what a checkpoint records at its end).
+    pub fn progress(&self) -> Progress {
+        Progress {
+            max_click_time: self.max_click_time,
+            watermark: self.watermark,
+            last_sweep: self.last_sweep,
+            stats: self.stats,
+        }
+    }
+
+    /// Applies the eviction horizon `horizon` (as [`Engine::swept_horizon`] reports it).
+    pub(crate) fn evict_restored(&mut self, horizon: EventTime) {
+        self.clicks.evict_before(horizon);
+        self.seen_checkouts.evict_before(horizon);
+    }
+}
+
+/// The small part of the engine's state: watermark, progress and counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Largest click time seen.
+    pub max_click_time: Option<EventTime>,
+    /// The watermark.
+    pub watermark: Option<EventTime>,
+    /// The watermark at the last eviction sweep.
+    pub last_sweep: Option<EventTime>,
+    /// Counters.
+    pub stats: EngineStats,
 }

@@ -1,4 +1,4 @@
-//! The attribution engine: a pure, synchronous, deterministic state machine (DESIGN §1, §3).
+//! The attribution engine: a pure, synchronous, deterministic state machine (docs/design.md §1, §3).
 //!
 //! Connectors feed it clicks and checkouts in arrival order and drain the checkouts that have
 //! become final. It reads no clock and does no I/O: processing time, where it matters (the idle
@@ -9,7 +9,9 @@
 //! - [`config`]: lookback, allowed out-of-orderness, idle timeout, attribution model.
 //! - [`clicks`]: the click store, live clicks grouped by `(user, product)`, compact per click.
 //! - [`engine`]: [`Engine`] itself: watermark, pending checkouts, finality, eviction, statistics.
-//! - [`snapshot`]: the engine's whole state as plain data, for checkpoints.
+//! - [`snapshot`]: the engine's whole state as plain data, in a canonical order (comparisons).
+//! - [`restore`]: [`Restorer`], which rebuilds an engine from a checkpoint's base pieces and
+//!   changelog.
 //!
 //! # Time
 //! The watermark is the largest click event time seen minus the allowed out-of-orderness. A
@@ -21,8 +23,11 @@
 pub mod clicks;
 pub mod config;
 pub mod engine;
+pub mod restore;
 pub mod snapshot;
 
+pub use clicks::{ClickKey, ClickStore, SeenCheckouts, STATE_SHARDS};
 pub use config::EngineConfig;
-pub use engine::{CheckoutOutcome, ClickOutcome, Engine, EngineStats, FinalCheckout};
+pub use engine::{CheckoutOutcome, ClickOutcome, Engine, EngineStats, FinalCheckout, Progress};
+pub use restore::Restorer;
 pub use snapshot::EngineSnapshot;

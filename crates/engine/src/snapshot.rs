@@ -1,16 +1,15 @@
-//! The engine's whole state as plain, serializable data (DESIGN §4 checkpoints).
+//! The engine's whole state as plain, serializable data (docs/design.md §6).
 //!
 //! A snapshot holds the live clicks, the pending checkouts in arrival order, the remembered
 //! checkout ids, the watermark and the counters. Restoring it gives an engine that behaves
 //! exactly as the one it was taken from (processing-time idle bookkeeping starts afresh).
 
-use std::collections::HashMap;
-
-use firstclick_model::{Checkout, EventTime, Id, UserId};
+use firstclick_model::{Checkout, ClickRef, EventTime, Id, UserId};
 
 use crate::clicks::ClickKey;
 use crate::config::EngineConfig;
-use crate::engine::{Engine, EngineStats};
+use crate::engine::{Engine, EngineStats, Progress};
+use crate::restore::Restorer;
 
 /// One stored click in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,7 +46,8 @@ pub struct EngineSnapshot {
 }
 
 impl Engine {
-    /// Copies the whole state out.
+    /// Copies the whole state out, in a canonical order (for comparisons and tests; checkpoints
+    /// use [`crate::Restorer`] and the engine's shards instead).
     pub fn snapshot(&self) -> EngineSnapshot {
         let mut clicks: Vec<SnapshotClick> = self
             .clicks
@@ -59,7 +59,14 @@ impl Engine {
                 time: c.time,
             })
             .collect();
-        clicks.sort_by(|a, b| (a.time, &a.click_id).cmp(&(b.time, &b.click_id)));
+        clicks.sort_by(|a, b| {
+            (a.time, &a.click_id, a.user_id, &a.product_id).cmp(&(
+                b.time,
+                &b.click_id,
+                b.user_id,
+                &b.product_id,
+            ))
+        });
         let mut seen: Vec<(Id, EventTime)> = self
             .seen_checkouts
             .iter()
@@ -80,29 +87,31 @@ impl Engine {
 
     /// Rebuilds an engine from a snapshot.
     pub fn restore(snapshot: EngineSnapshot) -> Engine {
-        let seen: HashMap<Id, EventTime, foldhash::fast::FixedState> =
-            snapshot.seen_checkouts.into_iter().collect();
-        let mut engine = Engine::from_parts(
-            snapshot.config,
-            snapshot.pending,
-            seen,
-            (
-                snapshot.max_click_time,
-                snapshot.watermark,
-                snapshot.last_sweep,
-            ),
-            snapshot.stats,
-        );
+        let mut restorer = Restorer::new(snapshot.config);
         for c in snapshot.clicks {
-            engine.insert_restored_click(
+            restorer.click(
                 ClickKey {
                     user_id: c.user_id,
                     product_id: c.product_id,
                 },
-                c.time,
-                c.click_id,
+                ClickRef {
+                    click_id: c.click_id,
+                    time: c.time,
+                },
             );
         }
-        engine
+        for (id, time) in snapshot.seen_checkouts {
+            restorer.seen_checkout(id, time);
+        }
+        for checkout in snapshot.pending {
+            restorer.pending_checkout(checkout);
+        }
+        restorer.progress(Progress {
+            max_click_time: snapshot.max_click_time,
+            watermark: snapshot.watermark,
+            last_sweep: snapshot.last_sweep,
+            stats: snapshot.stats,
+        });
+        restorer.finish()
     }
 }

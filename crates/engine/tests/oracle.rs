@@ -1,7 +1,7 @@
 //! Property test: random streams with bounded disorder, through the engine, compared with a
-//! brute-force oracle written independently here (DESIGN §1: for each distinct checkout id, the
-//! smallest `(time, click_id)` among the distinct clicks of the same user and product with
-//! `T - lookback <= time <= T`).
+//! brute-force oracle written independently here (docs/design.md §1: for each distinct checkout
+//! id, the smallest `(time, click_id)` among the distinct clicks of the same user and product
+//! with `T - lookback <= time <= T`).
 
 use std::collections::{BTreeMap, HashSet};
 

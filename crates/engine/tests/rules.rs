@@ -1,4 +1,5 @@
-//! The attribution rule and event-time semantics of DESIGN §1 and §3, one edge case per test.
+//! The attribution rule and event-time semantics of docs/design.md §1 and §3, one edge case
+//! per test.
 
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, Engine, EngineConfig, FinalCheckout};
 use firstclick_model::{AttributionModel, Checkout, Click, EventTime, Id};

@@ -1,0 +1,26 @@
+//! The delivery rules of firstclick (docs/design.md §4, §6) as a sans-I/O core, in the way the
+//! engine is one: [`Delivery`] takes events, `tick(now)` and the results of writes, and returns
+//! the [`Command`]s to run. It does no I/O and reads no clock; the streaming worker is a thin
+//! driver that runs the commands against BigQuery, Redis and Pub/Sub and reports back.
+//!
+//! The rules it enforces:
+//! - **Ack after durable.** A message is acknowledged only once the changelog delta that holds
+//!   its effect is appended (the epoch is durable).
+//! - **Rows before forgetting.** A delta that finishes a checkout (removes it from the pending
+//!   ones) is appended only after the row of that checkout is written.
+//! - **One writer, in order.** Deltas are appended one at a time, in sequence; results must be
+//!   reported in the order the commands were given, per kind.
+//! - **Compaction never loses.** A new base is taken from the live engine piece by piece while
+//!   events go on; it is switched in ([`Command::CommitBase`]) only once every piece is written
+//!   and the delta of the epoch in which the last piece was taken is durable. A crash before
+//!   that leaves the old base and the untrimmed changelog in force.
+//!
+//! # Layout
+//! - [`core`]: [`Delivery`], [`DeliveryConfig`], [`Durable`].
+//! - [`command`]: [`Command`], what the driver runs.
+
+pub mod command;
+pub mod core;
+
+pub use command::Command;
+pub use core::{Delivery, DeliveryConfig, DeliveryStats, Durable};
