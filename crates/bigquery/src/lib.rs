@@ -1,5 +1,5 @@
 //! The BigQuery connector of firstclick: it creates the output table and streams attributed rows
-//! into it (DESIGN §4, §5, §8).
+//! into it (docs/design.md §4, §5, §9).
 //!
 //! # Layout
 //! - [`args`]: [`BigQueryArgs`], the `--bq-*` and `--bigquery-emulator-host` flags.
@@ -15,9 +15,9 @@
 //! - [`error`]: the error types, and the one rule that says which failures are worth retrying.
 //!
 //! # Tests
-//! `tests/emulator.rs` runs against the BigQuery emulator (DESIGN §8), one fresh dataset per
-//! test: `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo test -p firstclick-bigquery`. Without the
-//! variable the tests panic. `examples/insert_throughput.rs` measures insertAll rows/s.
+//! `tests/emulator.rs` runs against the BigQuery emulator (docs/design.md §9), one fresh dataset
+//! per test: `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo test -p firstclick-bigquery`. Without
+//! the variable the tests panic. `examples/insert_throughput.rs` measures insertAll rows/s.
 //!
 //! ```no_run
 //! # async fn demo(rows: &[firstclick_model::AttributedRow]) -> Result<(), Box<dyn std::error::Error>> {

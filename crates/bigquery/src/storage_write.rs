@@ -3,7 +3,7 @@
 //!
 //! The client crate's own Storage Write wrapper always dials Google's host, so
 //! [`StorageWriter::connect_emulator`] uses its generated `BigQueryWriteClient` on a plaintext
-//! channel to the emulator's gRPC port (DESIGN §8). Against Google Cloud, use
+//! channel to the emulator's gRPC port (docs/design.md §9). Against Google Cloud, use
 //! [`BigQuery::insert_rows`]; this path is not wired for TLS and OAuth there.
 //!
 //! Rows are encoded as protobuf ([`ProtoRow`], field numbers = column positions + 1): STRING as

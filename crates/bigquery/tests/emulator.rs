@@ -1,4 +1,5 @@
-//! The connector against the real BigQuery emulator (DESIGN §8), one fresh dataset per test.
+//! The connector against the real BigQuery emulator (docs/design.md §9), one fresh dataset per
+//! test.
 //!
 //! Run: `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo test -p firstclick-bigquery`. Without the
 //! variable every test panics and says so.

@@ -10,8 +10,8 @@ use create_bq_table::Cli;
 
 fn main() -> std::process::ExitCode {
     // gcp-bigquery-client brings rustls; should another crate of the process bring a second
-    // crypto provider, rustls could not pick one by itself (DESIGN §7). An error here means a
-    // provider is already installed, which is what we want.
+    // crypto provider, rustls could not pick one by itself (docs/design.md §10). An error here
+    // means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     firstclick_cli::init_logging(&cli.log);

@@ -9,7 +9,7 @@ fn emulator_host() -> String {
         Ok(h) if !h.trim().is_empty() => h,
         _ => panic!(
             "BIGQUERY_EMULATOR_HOST is not set: these tests need the BigQuery emulator \
-             (DESIGN §8), e.g. BIGQUERY_EMULATOR_HOST=127.0.0.1:9050"
+             (docs/design.md §9), e.g. BIGQUERY_EMULATOR_HOST=127.0.0.1:9050"
         ),
     }
 }

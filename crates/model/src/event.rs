@@ -1,4 +1,4 @@
-//! Clicks and checkouts, and how they are read from one JSON message each (DESIGN §2).
+//! Clicks and checkouts, and how they are read from one JSON message each (docs/design.md §2).
 //!
 //! Parsing has two paths. The fast path, the scanner of `scan.rs`, reads the needed fields
 //! in one pass over the bytes and skips (but validates) unknown ones; it runs for every message.

@@ -1,5 +1,5 @@
 //! The fast path of message parsing: a hand-written, single-pass, validating JSON scanner for the
-//! flat click and checkout objects (DESIGN §2).
+//! flat click and checkout objects (docs/design.md §2).
 //!
 //! One pass over the line, sixteen bytes at a time (SSE2 or NEON through the safe `wide`
 //! crate), first learns whether it is pure ASCII (then it is UTF-8, and no further check is

@@ -1,4 +1,4 @@
-//! The output table, defined once (DESIGN §5).
+//! The output table, defined once (docs/design.md §5).
 //!
 //! `create-bq-table` builds the BigQuery table from [`OUTPUT_COLUMNS`], the BigQuery sink and the
 //! file sink write rows whose JSON keys are exactly these names in this order (a test in

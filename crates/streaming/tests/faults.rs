@@ -1,4 +1,4 @@
-//! The fault test (DESIGN §4): a deterministic data set is published while the `streaming`
+//! The fault test (docs/design.md §4): a deterministic data set is published while the `streaming`
 //! process is killed with SIGKILL at random moments and restarted, Redis is down for 30 s and
 //! the BigQuery emulator is down for 30 s. At the end the table, through the dedup view, must
 //! equal the replay of the same events exactly: 0 rows lost, 0 duplicated. Malformed messages

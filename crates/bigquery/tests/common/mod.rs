@@ -16,7 +16,7 @@ pub fn emulator_host() -> String {
         Ok(h) if !h.trim().is_empty() => h,
         _ => panic!(
             "BIGQUERY_EMULATOR_HOST is not set: these tests need the BigQuery emulator \
-             (DESIGN §8). Start it (scripts/dev-up, or the bqemulator launcher with \
+             (docs/design.md §9). Start it (scripts/dev-up, or the bqemulator launcher with \
              --rest-port 9050) and run with BIGQUERY_EMULATOR_HOST=127.0.0.1:9050"
         ),
     }
