@@ -1,10 +1,21 @@
-//! [`CheckpointStore`]: the streaming engine's checkpoints, one Redis string per pipeline.
+//! [`CheckpointStore`]: where the streaming worker's incremental checkpoints live in Redis
+//! (docs/design.md §6).
 //!
-//! A checkpoint is written whole with `SET` (atomic: a reader sees the old or the new one, never
-//! a mix) and read back with `GET` at start-up. Its bytes are opaque here; the streaming service
-//! decides the encoding. Writes are bounded in time like every other call of this crate, with a
-//! longer response bound because a checkpoint can be megabytes.
+//! Three kinds of keys, all hash-tagged by the checkpoint's name so that they share one slot of
+//! a Redis Cluster (multi-key scripts need that):
+//! - `firstclick:{NAME}:meta`, a hash: format version, the current base's generation, the
+//!   sequence number of the changelog's first element (`log_head_seq`) and of the first one a
+//!   restore replays over the base (`base_from_seq`), the base's size and when it was written.
+//! - `firstclick:{NAME}:log`, a list: the changelog, one delta per element, appended with
+//!   `RPUSH` (one atomic call per checkpoint).
+//! - `firstclick:{NAME}:base:GEN`, a list: the pieces of base `GEN`, appended while the worker
+//!   goes on; switched in by one Lua script that updates `meta` and trims the changelog.
+//!
+//! The element bytes are opaque here (`firstclick-checkpoint` owns the format); this module
+//! owns the keys and the atomicity of each step. Calls are bounded in time like every other
+//! call of this crate, with a longer response bound because elements can be megabytes.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -13,11 +24,48 @@ use crate::args::RedisArgs;
 use crate::directory::{connection_manager, Timeouts};
 use crate::error::RedisError;
 
-/// Reads and writes the checkpoint of one pipeline under one key.
+/// The checkpoint format version recorded in `meta` (the elements carry it too).
+pub const META_FORMAT: u16 = 2;
+
+/// Makes `meta` point at a new base and drops the changelog before it, atomically.
+/// KEYS: meta, log. ARGV: generation, base_from_seq, pieces, bytes, written_ms.
+const COMMIT_BASE: &str = r#"
+local head = tonumber(redis.call('HGET', KEYS[1], 'log_head_seq') or '0')
+local from = tonumber(ARGV[2])
+if from > head then
+  redis.call('LTRIM', KEYS[2], from - head, -1)
+  head = from
+end
+redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'base_from_seq', ARGV[2],
+  'log_head_seq', head, 'base_pieces', ARGV[3], 'base_bytes', ARGV[4],
+  'base_written_ms', ARGV[5])
+return head
+"#;
+
+/// What `meta` says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointMeta {
+    /// Format version.
+    pub format: u16,
+    /// The current base (0: none yet).
+    pub generation: u64,
+    /// Sequence number of the changelog's first element.
+    pub log_head_seq: u64,
+    /// Sequence number of the first changelog element a restore replays.
+    pub base_from_seq: u64,
+    /// Pieces of the current base.
+    pub base_pieces: u64,
+    /// Bytes of the current base.
+    pub base_bytes: u64,
+    /// When the current base was committed, ms since the Unix epoch (0: never).
+    pub base_written_ms: u64,
+}
+
+/// Reads and writes the checkpoint of one pipeline.
 pub struct CheckpointStore {
     conn: ConnectionManager,
     addr: String,
-    key: String,
+    name: String,
     timeouts: Timeouts,
 }
 
@@ -25,14 +73,15 @@ impl std::fmt::Debug for CheckpointStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CheckpointStore")
             .field("addr", &self.addr)
-            .field("key", &self.key)
+            .field("name", &self.name)
             .finish()
     }
 }
 
 impl CheckpointStore {
-    /// A store for `key` on the server the flags name. Does not connect yet.
-    pub fn new(args: &RedisArgs, key: impl Into<String>) -> Result<Self, RedisError> {
+    /// A store for the checkpoint named `name` on the server the flags name. Does not connect
+    /// yet.
+    pub fn new(args: &RedisArgs, name: impl Into<String>) -> Result<Self, RedisError> {
         let timeouts = Timeouts {
             response: Duration::from_secs(30),
             operation: Duration::from_secs(60),
@@ -42,39 +91,215 @@ impl CheckpointStore {
         Ok(CheckpointStore {
             conn,
             addr,
-            key: key.into(),
+            name: name.into(),
             timeouts,
         })
     }
 
-    /// The key the checkpoint lives under.
-    pub fn key(&self) -> &str {
-        &self.key
+    /// The checkpoint's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Replaces the checkpoint with `bytes`.
-    pub async fn save(&self, bytes: &[u8]) -> Result<(), RedisError> {
+    /// The server's `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The key of `meta`.
+    pub fn meta_key(&self) -> String {
+        format!("firstclick:{{{}}}:meta", self.name)
+    }
+
+    /// The key of the changelog.
+    pub fn log_key(&self) -> String {
+        format!("firstclick:{{{}}}:log", self.name)
+    }
+
+    /// The key of base `generation`.
+    pub fn base_key(&self, generation: u64) -> String {
+        format!("firstclick:{{{}}}:base:{generation}", self.name)
+    }
+
+    fn broken(&self, reason: impl Into<String>) -> RedisError {
+        RedisError::Checkpoint {
+            key: format!("firstclick:{{{}}}", self.name),
+            reason: reason.into(),
+        }
+    }
+
+    /// What `meta` says; `None` when there is no checkpoint. A changelog without `meta`, or a
+    /// `meta` of another format, is an error that says what to do.
+    pub async fn meta(&self) -> Result<Option<CheckpointMeta>, RedisError> {
         let mut conn = self.conn.clone();
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(&self.key).arg(bytes);
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.meta_key());
+        let fields: HashMap<String, String> =
+            self.bounded(cmd.query_async(&mut conn)).await?;
+        if fields.is_empty() {
+            if self.log_len().await? > 0 {
+                return Err(self.broken(format!(
+                    "the changelog {} exists but {} does not",
+                    self.log_key(),
+                    self.meta_key()
+                )));
+            }
+            return Ok(None);
+        }
+        let num = |name: &str| -> Result<u64, RedisError> {
+            match fields.get(name) {
+                None => Ok(0),
+                Some(v) => v.parse().map_err(|_| {
+                    self.broken(format!("field {name} of {} is {v:?}, not a number", self.meta_key()))
+                }),
+            }
+        };
+        let format = num("format")?;
+        if format != u64::from(META_FORMAT) {
+            return Err(self.broken(format!(
+                "it was written in format version {format}; this build reads version {META_FORMAT}"
+            )));
+        }
+        Ok(Some(CheckpointMeta {
+            format: META_FORMAT,
+            generation: num("generation")?,
+            log_head_seq: num("log_head_seq")?,
+            base_from_seq: num("base_from_seq")?,
+            base_pieces: num("base_pieces")?,
+            base_bytes: num("base_bytes")?,
+            base_written_ms: num("base_written_ms")?,
+        }))
+    }
+
+    /// Creates `meta` for an empty checkpoint (when there is none).
+    pub async fn init(&self) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("HSETNX");
+        cmd.arg(self.meta_key()).arg("format").arg(META_FORMAT);
         self.bounded(cmd.query_async::<()>(&mut conn)).await
     }
 
-    /// The last checkpoint written, if any.
-    pub async fn load(&self) -> Result<Option<Vec<u8>>, RedisError> {
+    /// Number of elements in the changelog.
+    pub async fn log_len(&self) -> Result<u64, RedisError> {
         let mut conn = self.conn.clone();
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(&self.key);
-        self.bounded(cmd.query_async::<Option<Vec<u8>>>(&mut conn))
-            .await
+        let mut cmd = redis::cmd("LLEN");
+        cmd.arg(self.log_key());
+        self.bounded(cmd.query_async(&mut conn)).await
     }
 
-    /// Deletes the checkpoint (a fresh start).
-    pub async fn clear(&self) -> Result<(), RedisError> {
+    /// Number of pieces stored under base `generation`.
+    pub async fn base_len(&self, generation: u64) -> Result<u64, RedisError> {
         let mut conn = self.conn.clone();
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(&self.key);
+        let mut cmd = redis::cmd("LLEN");
+        cmd.arg(self.base_key(generation));
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    /// Appends delta elements to the changelog in one atomic call; returns its new length.
+    pub async fn append_log(&self, elements: &[Vec<u8>]) -> Result<u64, RedisError> {
+        if elements.is_empty() {
+            return self.log_len().await;
+        }
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("RPUSH");
+        cmd.arg(self.log_key());
+        for e in elements {
+            cmd.arg(e.as_slice());
+        }
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    /// Elements `from..from + count` of the changelog (fewer at its end).
+    pub async fn read_log(&self, from: u64, count: u64) -> Result<Vec<Vec<u8>>, RedisError> {
+        self.range(self.log_key(), from, count).await
+    }
+
+    /// Pieces `from..from + count` of base `generation`.
+    pub async fn read_base(
+        &self,
+        generation: u64,
+        from: u64,
+        count: u64,
+    ) -> Result<Vec<Vec<u8>>, RedisError> {
+        self.range(self.base_key(generation), from, count).await
+    }
+
+    async fn range(&self, key: String, from: u64, count: u64) -> Result<Vec<Vec<u8>>, RedisError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("LRANGE");
+        cmd.arg(key).arg(from).arg(from + count - 1);
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    /// Deletes base `generation` (what an interrupted attempt left, or a replaced base).
+    /// `UNLINK` frees a large base in the background, without stalling the server.
+    pub async fn drop_base(&self, generation: u64) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(self.base_key(generation));
         self.bounded(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    /// Appends a piece to base `generation`.
+    pub async fn append_base(&self, generation: u64, piece: &[u8]) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("RPUSH");
+        cmd.arg(self.base_key(generation)).arg(piece);
+        self.bounded(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    /// Makes base `generation` the current one, replayed from changelog element
+    /// `base_from_seq` on, and drops the changelog before it, in one atomic script.
+    pub async fn commit_base(
+        &self,
+        generation: u64,
+        base_from_seq: u64,
+        pieces: u64,
+        bytes: u64,
+        written_ms: u64,
+    ) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(COMMIT_BASE)
+            .arg(2)
+            .arg(self.meta_key())
+            .arg(self.log_key())
+            .arg(generation)
+            .arg(base_from_seq)
+            .arg(pieces)
+            .arg(bytes)
+            .arg(written_ms);
+        self.bounded(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    /// Deletes the whole checkpoint: `meta`, the changelog and every base generation up to
+    /// the current one and the one after (an interrupted attempt). Returns the keys deleted.
+    pub async fn reset(&self) -> Result<u64, RedisError> {
+        let generation = match self.meta().await {
+            Ok(meta) => meta.map_or(0, |m| m.generation),
+            // A checkpoint of another format is reset too; its bases are found by number.
+            Err(RedisError::Checkpoint { .. }) => 0,
+            Err(e) => return Err(e),
+        };
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(self.meta_key()).arg(self.log_key());
+        for g in 0..=generation + 1 {
+            cmd.arg(self.base_key(g));
+        }
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    /// Whether a plain string key `key` exists (a version-1 checkpoint, one JSON string).
+    pub async fn string_exists(&self, key: &str) -> Result<bool, RedisError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(key);
+        let n: u64 = self.bounded(cmd.query_async(&mut conn)).await?;
+        Ok(n > 0)
     }
 
     async fn bounded<T>(

@@ -94,6 +94,18 @@ pub enum RedisError {
         found: String,
     },
 
+    /// The checkpoint's keys do not fit together (or were written by another format).
+    #[error(
+        "the checkpoint under {key} cannot be used: {reason}. See `streaming state inspect`; \
+         `streaming state reset --yes` starts afresh (unacknowledged messages are redelivered)"
+    )]
+    Checkpoint {
+        /// The checkpoint's key prefix.
+        key: String,
+        /// What does not fit.
+        reason: String,
+    },
+
     /// [`crate::UserDirectory::wait_until_ready`] gave up.
     #[error("Redis at {addr} was not ready after {waited:?}; last error: {last}")]
     NotReady {
@@ -120,7 +132,10 @@ impl RedisError {
                 !matches!(source.retry_method(), redis::RetryMethod::NoRetry)
             }
             RedisError::NotReady { last, .. } => last.is_transient(),
-            RedisError::InvalidUrl { .. } | RedisError::NoRuntime | RedisError::Auth { .. } => {
+            RedisError::InvalidUrl { .. }
+            | RedisError::NoRuntime
+            | RedisError::Auth { .. }
+            | RedisError::Checkpoint { .. } => {
                 false
             }
         }

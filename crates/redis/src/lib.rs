@@ -10,7 +10,8 @@
 //! - [`directory`]: [`UserDirectory`], the enricher: cached, batched, pipelined `names` lookups
 //!   that fail fast during an outage and recover by themselves; `put_users`; `wait_until_ready`.
 //! - [`cache`]: the bounded TTL cache behind it ([`CacheSettings`]).
-//! - [`checkpoint`]: [`CheckpointStore`], the streaming engine's checkpoints as one Redis string.
+//! - [`checkpoint`]: [`CheckpointStore`], the keys of the incremental checkpoints (meta, changelog,
+//!   bases) and the atomicity of each step.
 //! - [`error`]: [`RedisError`], with [`RedisError::is_transient`] to decide between retrying and
 //!   stopping.
 //!
@@ -32,7 +33,7 @@ pub mod error;
 
 pub use args::RedisArgs;
 pub use cache::CacheSettings;
-pub use checkpoint::CheckpointStore;
+pub use checkpoint::{CheckpointMeta, CheckpointStore, META_FORMAT};
 pub use directory::{DirectoryStats, Timeouts, UserDirectory};
 pub use error::RedisError;
 pub use firstclick_model::UserId;

@@ -42,6 +42,42 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Generate events in process and attribute them into an NDJSON file (no external service).
     Demo(DemoArgs),
+    /// Look at or delete the service's checkpoint in Redis.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+/// `streaming state ...`.
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// Print the checkpoint: keys, format version, live clicks, pending checkouts, watermark,
+    /// changelog length, age and size of the base snapshot (reads it all, as a restore would).
+    Inspect(StateInspectArgs),
+    /// Delete the checkpoint (the service then starts with empty state; messages not yet
+    /// acknowledged are redelivered, rows already written stay). Stop the service first.
+    Reset(StateResetArgs),
+}
+
+/// `streaming state inspect`.
+#[derive(Args, Debug)]
+pub struct StateInspectArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The service's settings (the checkpoint's name derives from them, as in `run`).
+    #[command(flatten)]
+    pub run: Box<crate::run::RunArgs>,
+}
+
+/// `streaming state reset`.
+#[derive(Args, Debug)]
+pub struct StateResetArgs {
+    /// Confirms the deletion; without it nothing is deleted.
+    #[arg(long)]
+    pub yes: bool,
+    /// The service's settings (the checkpoint's name derives from them, as in `run`).
+    #[command(flatten)]
+    pub run: Box<crate::run::RunArgs>,
 }
 
 /// Attribution settings.

@@ -8,7 +8,9 @@
 //! - [`replay_cmd`]: the file replay command.
 //! - [`run`]: the streaming service: Pub/Sub in, Redis enrichment, BigQuery out.
 //! - [`intake`]: one task per subscription: parse, dead-letter bad messages.
-//! - [`worker`]: the task that owns the engine: rows, checkpoints, acks.
+//! - [`worker`]: the thin driver of the delivery core (`firstclick-delivery`), which owns the
+//!   engine: rows, checkpoint deltas and base pieces, acks.
+//! - [`state`]: loading the checkpoint from Redis; `state inspect` and `state reset`.
 //! - [`outage`]: retries with backoff that log an outage once.
 //! - [`shutdown`]: SIGTERM/SIGINT handling.
 //! - [`metrics`], [`http`]: counters, the stats line, /metrics and /healthz.
@@ -22,6 +24,7 @@ pub mod outage;
 pub mod replay_cmd;
 pub mod run;
 pub mod shutdown;
+pub mod state;
 pub mod worker;
 
 use clap::Parser;
@@ -45,6 +48,7 @@ pub fn main_entry() -> anyhow::Result<()> {
         Some(Command::Replay(args)) => replay_cmd::run(args),
         Some(Command::Demo(args)) => demo::run(args),
         Some(Command::Run(args)) => run_service(*args),
+        Some(Command::State(cmd)) => in_runtime(state_command(cmd)),
         None if cloud_configured() => run_service(*cli.run),
         None => {
             tracing::info!(
@@ -60,9 +64,79 @@ pub fn main_entry() -> anyhow::Result<()> {
 }
 
 fn run_service(args: run::RunArgs) -> anyhow::Result<()> {
+    in_runtime(run::run(args))
+}
+
+fn in_runtime(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(run::run(args))
+    runtime.block_on(job)
+}
+
+async fn state_command(cmd: args::StateCommand) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use args::StateCommand;
+    let run = match &cmd {
+        StateCommand::Inspect(a) => &a.run,
+        StateCommand::Reset(a) => &a.run,
+    };
+    let name = run::checkpoint_name(run);
+    let store = firstclick_redis::CheckpointStore::new(&run.redis, name.clone())
+        .context("bad Redis settings")?;
+    match cmd {
+        StateCommand::Inspect(a) => {
+            let forced = tokio_util::sync::CancellationToken::new();
+            forced.cancel();
+            match state::inspect(&store, a.run.engine.config(), &forced).await? {
+                None => {
+                    println!(
+                        "no checkpoint named {name} on {} (keys firstclick:{{{name}}}:*)",
+                        store.addr()
+                    );
+                }
+                Some(i) if a.json => println!("{}", serde_json::to_string_pretty(&i)?),
+                Some(i) => {
+                    println!("checkpoint        {name} on {}", store.addr());
+                    println!("keys              {}", i.keys.join(", "));
+                    println!("format version    {}", i.format_version);
+                    println!("live clicks       {}", i.live_clicks);
+                    println!("pending checkouts {}", i.pending_checkouts);
+                    println!("remembered ids    {}", i.remembered_checkouts);
+                    println!(
+                        "watermark         {}",
+                        i.watermark.as_deref().unwrap_or("none yet")
+                    );
+                    println!(
+                        "changelog         {} elements ({} replayed over the base, {} bytes)",
+                        i.changelog_length, i.changelog_replayed, i.changelog_bytes
+                    );
+                    match i.base_age_secs {
+                        Some(age) => println!(
+                            "base snapshot     generation {}, {} pieces, {} bytes, written {:.0} s ago",
+                            i.base_generation, i.base_pieces, i.base_bytes, age
+                        ),
+                        None => println!("base snapshot     none yet (everything is in the changelog)"),
+                    }
+                    println!("bytes in all      {}", i.base_bytes + i.changelog_bytes);
+                    println!("clean shutdown    {}", i.clean_shutdown);
+                    println!("restore took      {:.2} s", i.restore_secs);
+                }
+            }
+            Ok(())
+        }
+        StateCommand::Reset(a) => {
+            if !a.yes {
+                anyhow::bail!(
+                    "`state reset` deletes the checkpoint {name} on {}; run it again with \
+                     --yes to confirm (stop the service first)",
+                    store.addr()
+                );
+            }
+            let deleted = state::reset(&store).await?;
+            println!("deleted checkpoint {name} on {} ({deleted} keys)", store.addr());
+            Ok(())
+        }
+    }
 }

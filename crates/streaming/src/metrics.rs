@@ -27,12 +27,23 @@ pub struct Metrics {
     pub rows_attributed: AtomicU64,
     /// Rows BigQuery refused for good (dead-lettered).
     pub rows_rejected: AtomicU64,
-    /// Checkpoints written.
+    /// Checkpoints written (changelog deltas appended).
     pub checkpoints: AtomicU64,
-    /// Duration of the last checkpoint (flush + snapshot + write), µs.
+    /// Duration of the last changelog append, µs.
     pub last_checkpoint_micros: AtomicU64,
-    /// Size of the last checkpoint, bytes.
+    /// Size of the last changelog delta, bytes.
     pub last_checkpoint_bytes: AtomicU64,
+    /// Bytes of the current base snapshot in Redis.
+    pub state_base_bytes: AtomicU64,
+    /// Bytes of changelog a restore would replay over the base.
+    pub state_changelog_bytes: AtomicU64,
+    /// Bases written (compactions).
+    pub compactions: AtomicU64,
+    /// Bytes written to Redis for checkpoints (changelog and base pieces).
+    pub checkpoint_bytes_written: AtomicU64,
+    /// Longest time the worker spent in one step of the delivery core (events, ticks with
+    /// their checkpoint sealing and compaction steps), µs, since start.
+    pub longest_step_micros: AtomicU64,
     /// Duration of the last BigQuery insert, µs.
     pub last_insert_micros: AtomicU64,
     /// Clicks in state.
@@ -92,7 +103,17 @@ impl Metrics {
     /// All metrics in Prometheus' text exposition format.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
+            (
+                "firstclick_compactions_total",
+                "Base snapshots written.",
+                &self.compactions,
+            ),
+            (
+                "firstclick_checkpoint_written_bytes_total",
+                "Bytes written to Redis for checkpoints (changelog and base pieces).",
+                &self.checkpoint_bytes_written,
+            ),
             (
                 "firstclick_clicks_in_total",
                 "Click messages received.",
@@ -156,7 +177,22 @@ impl Metrics {
                 get(v)
             );
         }
-        let gauges: [(&str, &str, i64); 8] = [
+        let gauges: [(&str, &str, i64); 11] = [
+            (
+                "firstclick_state_base_bytes",
+                "Bytes of the current base snapshot in Redis.",
+                get(&self.state_base_bytes) as i64,
+            ),
+            (
+                "firstclick_state_changelog_bytes",
+                "Bytes of changelog a restore replays over the base.",
+                get(&self.state_changelog_bytes) as i64,
+            ),
+            (
+                "firstclick_longest_step_milliseconds",
+                "Longest single step of the delivery core since start.",
+                (get(&self.longest_step_micros) / 1000) as i64,
+            ),
             (
                 "firstclick_live_clicks",
                 "Clicks in state.",

@@ -12,6 +12,7 @@ use firstclick_bigquery::{BigQuery, BigQueryArgs};
 use firstclick_cli::GcpArgs;
 use firstclick_model::EventKind;
 use firstclick_pubsub::{Connection, PubSubArgs, Publisher, SubscribeOptions, Subscription};
+use firstclick_delivery::DeliveryConfig;
 use firstclick_redis::{CheckpointStore, RedisArgs, UserDirectory};
 use tokio::sync::mpsc;
 
@@ -54,9 +55,23 @@ pub struct ServiceArgs {
         default_value_t = 5
     )]
     pub checkpoint_interval_secs: u64,
-    /// Redis key of this pipeline's checkpoint [default: firstclick:checkpoint:PROJECT:CLICK_SUBSCRIPTION].
+    /// Name of this pipeline's checkpoint; its Redis keys are firstclick:{NAME}:meta, :log and
+    /// :base:N [default: PROJECT:CLICK_SUBSCRIPTION].
     #[arg(long = "checkpoint-key", env = "CHECKPOINT_KEY")]
     pub checkpoint_key: Option<String>,
+    /// Write a new base snapshot once the changelog since the last one holds at least this many
+    /// bytes (and `--compact-ratio` times the base).
+    #[arg(
+        long = "compact-min-bytes",
+        env = "COMPACT_MIN_BYTES",
+        default_value_t = 64 << 20
+    )]
+    pub compact_min_bytes: u64,
+    /// Write a new base snapshot once the changelog holds this many times the base's bytes
+    /// (1.0: Redis receives at most about twice the changelog's bytes, a restore reads at most
+    /// about twice the live state).
+    #[arg(long = "compact-ratio", env = "COMPACT_RATIO", default_value_t = 1.0)]
+    pub compact_ratio: f64,
     /// Rows per BigQuery flush at most.
     #[arg(long = "bq-batch-rows", env = "BQ_BATCH_ROWS", default_value_t = 500)]
     pub batch_rows: usize,
@@ -113,13 +128,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach BigQuery")?;
     let users = Arc::new(UserDirectory::new(&args.redis).context("bad Redis settings")?);
-    let checkpoint_key = args.service.checkpoint_key.clone().unwrap_or_else(|| {
-        format!(
-            "firstclick:checkpoint:{}:{}",
-            args.gcp.project_id, topology.click_subscription
-        )
-    });
-    let store = CheckpointStore::new(&args.redis, checkpoint_key).context("bad Redis settings")?;
+    let store = Arc::new(
+        CheckpointStore::new(&args.redis, checkpoint_name(&args)).context("bad Redis settings")?,
+    );
     let dead_letter = Arc::new(
         Publisher::new(&conn, &topology.dead_letter_topic)
             .await
@@ -133,8 +144,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let options = SubscribeOptions::from_args(&args.pubsub);
     let max_unacked = (options.max_outstanding_messages as usize / 2).max(1);
-    let worker = Worker::restore(
+    let legacy = (args.service.checkpoint_key.is_none())
+        .then(|| crate::state::legacy_key(&args.gcp.project_id, &topology.click_subscription));
+    let loaded = crate::state::load(
+        &store,
         args.engine.config(),
+        legacy.as_deref(),
+        &shutdown.forced,
+    )
+    .await?;
+    let recovery_hold = Duration::from_secs(
+        args.service
+            .recovery_hold_secs
+            .unwrap_or(u64::from(args.pubsub.ack_deadline_secs) + 5),
+    );
+    if loaded.found {
+        let engine = &loaded.engine;
+        let clean = loaded.durable.clean_shutdown;
+        tracing::info!(
+            clean_shutdown = clean,
+            hold_secs = if clean { 0 } else { recovery_hold.as_secs() },
+            checkpoint = store.name(),
+            elements = loaded.elements,
+            bytes = loaded.bytes,
+            took_ms = loaded.took.as_millis() as u64,
+            live_clicks = engine.live_clicks(),
+            pending = engine.pending_checkouts(),
+            watermark = ?engine.watermark().map(|w| w.to_rfc3339()),
+            "restored the last checkpoint"
+        );
+    } else {
+        tracing::info!(checkpoint = store.name(), "no checkpoint: starting with empty state");
+    }
+    let worker = Worker::new(
+        loaded,
         options.streams,
         WorkerIo {
             users,
@@ -143,21 +186,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             dead_letter: dead_letter.clone(),
             store,
         },
+        delivery_config(&args.service, max_unacked, recovery_hold),
         WorkerConfig {
-            checkpoint_interval: Duration::from_secs(args.service.checkpoint_interval_secs),
-            max_unacked,
-            batch_rows: args.service.batch_rows.max(1),
             stats_interval: Duration::from_secs(args.service.stats_interval_secs.max(1)),
-            recovery_hold: Duration::from_secs(
-                args.service
-                    .recovery_hold_secs
-                    .unwrap_or(u64::from(args.pubsub.ack_deadline_secs) + 5),
-            ),
         },
         metrics.clone(),
         shutdown.forced.clone(),
-    )
-    .await?;
+    );
 
     let clicks = Subscription::start(&conn, &topology.click_subscription, options.clone())
         .await
@@ -201,4 +236,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     worker_result?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The checkpoint's name: `--checkpoint-key`, or the project and the click subscription.
+pub fn checkpoint_name(args: &RunArgs) -> String {
+    args.service.checkpoint_key.clone().unwrap_or_else(|| {
+        format!(
+            "{}:{}",
+            args.gcp.project_id,
+            args.pubsub.topology().click_subscription
+        )
+    })
+}
+
+fn delivery_config(
+    service: &ServiceArgs,
+    max_unacked: usize,
+    recovery_hold: Duration,
+) -> DeliveryConfig {
+    DeliveryConfig {
+        checkpoint_interval_micros: (service.checkpoint_interval_secs as i64)
+            .saturating_mul(1_000_000),
+        max_unacked,
+        batch_rows: service.batch_rows.max(1),
+        compact_min_bytes: service.compact_min_bytes,
+        compact_ratio: service.compact_ratio.max(0.0),
+        recovery_hold_micros: recovery_hold.as_micros() as i64,
+        ..DeliveryConfig::default()
+    }
 }

@@ -1,11 +1,11 @@
-//! The worker: the one task that owns the engine in the streaming service.
+//! The worker: the thin async driver of the delivery core ([`firstclick_delivery::Delivery`]),
+//! the one task that owns the engine in the streaming service.
 //!
-//! It takes events from the intake tasks, feeds the engine, and every 200 ms (or when a batch
-//! is full) turns final checkouts into rows: user names from Redis, then BigQuery. Acks follow
-//! DESIGN §4, Flink-style: a message is acknowledged only after a checkpoint that contains its
-//! effect is durable, and a checkpoint is taken only after every row emitted before it is in
-//! BigQuery. So a crash at any moment loses nothing: what was not acked is redelivered, and the
-//! engine absorbs the duplicates (click and checkout ids are part of the checkpoint).
+//! It feeds the core the events of the intake tasks and a tick every 200 ms, and runs the
+//! commands the core returns: rows to BigQuery (names from Redis first), changelog deltas to
+//! Redis, acks to Pub/Sub, late clicks to their topic. Base pieces of a compaction go to a
+//! background task ([`base_lane`]) so that the event loop never waits for them. The rules of
+//! what may be acknowledged when live in the core (docs/design.md §4, §6), not here.
 //!
 //! While Redis or BigQuery is down the worker waits with backoff: its input channel fills, the
 //! intake tasks stop, Pub/Sub flow control stops pulling, and messages stay unacked.
@@ -16,50 +16,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use firstclick_bigquery::BigQuery;
-use firstclick_engine::{
-    CheckoutOutcome, ClickOutcome, Engine, EngineConfig, EngineSnapshot, FinalCheckout,
-};
-use firstclick_model::{AttributedRow, UserId};
+use firstclick_delivery::{Command, Delivery, DeliveryConfig};
+use firstclick_engine::{CheckoutOutcome, ClickOutcome, FinalCheckout};
+use firstclick_model::{AttributedRow, EventTime, UserId};
 use firstclick_pubsub::{AckHandle, OutgoingMessage, Publisher};
 use firstclick_redis::{CheckpointStore, UserDirectory};
-use firstclick_replay::pipeline::wall_clock;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::intake::Input;
 use crate::metrics::Metrics;
 use crate::outage::{retry, Outage};
+use crate::state::Loaded;
 
 /// How often the worker looks at the clock (idle watermark, row flushes, checkpoints).
 const TICK: Duration = Duration::from_millis(200);
 
-/// The worker's knobs.
+type Core = Delivery<AckHandle, Bytes>;
+
+/// The worker's knobs besides the delivery core's.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    /// Longest time between two checkpoints while there is something to checkpoint.
-    pub checkpoint_interval: Duration,
-    /// Checkpoint as soon as this many messages wait for their ack (keep it under the
-    /// subscriptions' flow-control limit, or pulling stalls until the next interval).
-    pub max_unacked: usize,
-    /// Rows per BigQuery flush at most (more are flushed in several requests).
-    pub batch_rows: usize,
     /// How often the stats line is logged.
     pub stats_interval: Duration,
-    /// After restoring a checkpoint that was not written by a clean shutdown, how long the
-    /// watermark stays still so that the crashed worker's in-flight messages come back in time.
-    pub recovery_hold: Duration,
-}
-
-/// What is stored in Redis at each checkpoint.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Checkpoint {
-    /// Format version.
-    version: u32,
-    /// Written by a graceful shutdown (every message acknowledged, nothing in flight).
-    clean_shutdown: bool,
-    /// The engine's whole state.
-    engine: EngineSnapshot,
 }
 
 /// The services the worker writes to.
@@ -73,105 +54,79 @@ pub struct WorkerIo {
     /// Rows BigQuery refuses for good go here.
     pub dead_letter: Arc<Publisher>,
     /// Checkpoints.
-    pub store: CheckpointStore,
+    pub store: Arc<CheckpointStore>,
+}
+
+/// A base-lane result reported back to the core.
+enum BaseDone {
+    Piece(u64),
+    Committed(u64),
 }
 
 /// See the module documentation.
 pub struct Worker {
-    engine: Engine,
+    core: Core,
     io: WorkerIo,
     cfg: WorkerConfig,
     metrics: Arc<Metrics>,
     forced: CancellationToken,
-    unacked: Vec<AckHandle>,
-    finals: Vec<FinalCheckout>,
-    dirty: bool,
-    clean_shutdown: bool,
+    base_tx: mpsc::UnboundedSender<Command<AckHandle, Bytes>>,
+    base_done: mpsc::UnboundedReceiver<anyhow::Result<BaseDone>>,
     started: Instant,
-    last_checkpoint: Instant,
     last_stats: Instant,
 }
 
+fn wall_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 impl Worker {
-    /// Loads the last checkpoint (if any) and builds the worker. `forced` aborts waits for
-    /// services that are down.
-    pub async fn restore(
-        engine_config: EngineConfig,
+    /// Builds the worker over a restored engine. `forced` aborts waits for services that are
+    /// down.
+    pub fn new(
+        loaded: Loaded,
         click_streams: usize,
         io: WorkerIo,
+        delivery: DeliveryConfig,
         cfg: WorkerConfig,
         metrics: Arc<Metrics>,
         forced: CancellationToken,
-    ) -> anyhow::Result<Self> {
-        let store = &io.store;
-        let saved = retry(
-            "Redis (checkpoint)",
-            &forced,
-            |e: &firstclick_redis::RedisError| e.is_transient(),
-            || store.load(),
-        )
-        .await
-        .context("cannot read the last checkpoint")?;
-        let engine = match saved {
-            None => {
-                tracing::info!(
-                    key = store.key(),
-                    "no checkpoint: starting with empty state"
-                );
-                Engine::new(engine_config)
-            }
-            Some(bytes) => {
-                let checkpoint: Checkpoint = serde_json::from_slice(&bytes).with_context(|| {
-                    format!(
-                        "the checkpoint at Redis key {} is not a firstclick engine snapshot; \
-                         delete the key to start afresh (unacknowledged messages are redelivered)",
-                        store.key()
-                    )
-                })?;
-                let clean = checkpoint.clean_shutdown;
-                let mut snapshot = checkpoint.engine;
-                if snapshot.config != engine_config {
-                    tracing::warn!(
-                        saved = ?snapshot.config,
-                        now = ?engine_config,
-                        "the checkpoint was taken with other engine settings; continuing with the new ones"
-                    );
-                    snapshot.config = engine_config;
-                }
-                let mut engine = Engine::restore(snapshot);
-                if !clean {
-                    engine.hold_watermark_until(cfg.recovery_hold.as_micros() as i64);
-                }
-                tracing::info!(
-                    clean_shutdown = clean,
-                    hold_secs = if clean { 0 } else { cfg.recovery_hold.as_secs() },
-                    key = store.key(),
-                    bytes = bytes.len(),
-                    live_clicks = engine.live_clicks(),
-                    pending = engine.pending_checkouts(),
-                    watermark = ?engine.watermark().map(|w| w.to_rfc3339()),
-                    "restored the last checkpoint"
-                );
-                engine
-            }
-        };
-        let mut engine = engine;
+    ) -> Self {
+        let Loaded {
+            mut engine,
+            durable,
+            ..
+        } = loaded;
         engine.expect_sources(click_streams);
-        let now = Instant::now();
-        Ok(Worker {
-            engine,
+        let started = Instant::now();
+        let core = Delivery::new(engine, durable, delivery, 0);
+        let (base_tx, base_rx) = mpsc::unbounded_channel();
+        let (done_tx, base_done) = mpsc::unbounded_channel();
+        tokio::spawn(base_lane(
+            io.store.clone(),
+            base_rx,
+            done_tx,
+            metrics.clone(),
+            forced.clone(),
+        ));
+        Worker {
+            core,
             io,
             cfg,
             metrics,
             forced,
-            unacked: Vec::new(),
-            finals: Vec::new(),
-            dirty: false,
-            clean_shutdown: false,
-            started: now,
-            last_checkpoint: now,
-            last_stats: now,
-        })
+            base_tx,
+            base_done,
+            started,
+            last_stats: started,
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.started.elapsed().as_micros() as i64
     }
 
     /// Runs until the input channel closes (the intake tasks stop on a graceful shutdown), then
@@ -182,118 +137,182 @@ impl Worker {
         loop {
             tokio::select! {
                 biased;
-                _ = tick.tick() => self.on_tick().await?,
+                _ = tick.tick() => {
+                    let step = Instant::now();
+                    self.core.tick(self.now(), wall_micros());
+                    self.stepped(step);
+                    self.run_commands().await?;
+                    self.on_tick();
+                }
+                done = self.base_done.recv() => match done {
+                    Some(Ok(BaseDone::Piece(generation))) => self.core.piece_written(generation),
+                    Some(Ok(BaseDone::Committed(generation))) => {
+                        self.core.base_committed(generation);
+                        Metrics::add(&self.metrics.compactions, 1);
+                        tracing::info!(
+                            generation,
+                            base_bytes = self.core.base_bytes(),
+                            "compaction: new base snapshot committed, changelog trimmed"
+                        );
+                        self.run_commands().await?;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => bail!("the checkpoint writer task stopped"),
+                },
                 input = rx.recv() => match input {
-                    Some(input) => self.on_input(input).await?,
+                    Some(input) => {
+                        let step = Instant::now();
+                        self.on_input(input);
+                        self.stepped(step);
+                        self.run_commands().await?;
+                    }
                     None => break,
                 },
             }
         }
-        self.clean_shutdown = true;
-        self.checkpoint().await?;
+        self.core.shutdown();
+        self.run_commands().await?;
+        if !self.core.settled() {
+            bail!("internal error: the last checkpoint did not settle");
+        }
         tracing::info!("{}", self.metrics.line());
         Ok(())
     }
 
-    async fn on_input(&mut self, input: Input) -> anyhow::Result<()> {
-        self.dirty = true;
+    fn stepped(&self, since: Instant) {
+        self.metrics
+            .longest_step_micros
+            .fetch_max(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn on_input(&mut self, input: Input) {
         match input {
             Input::Click {
                 click,
                 data,
                 stream,
                 ack,
-            } => {
-                let watermark = self.engine.watermark();
-                match self.engine.on_click_from(stream, click) {
-                    ClickOutcome::Stored => {}
-                    ClickOutcome::Duplicate => Metrics::add(&self.metrics.duplicates, 1),
-                    ClickOutcome::Late { stored } => {
-                        Metrics::add(&self.metrics.late_clicks, 1);
-                        let msg = OutgoingMessage::new(data)
-                            .with_attribute(
-                                "reason",
-                                "arrived after the watermark passed its event time",
-                            )
-                            .with_attribute(
-                                "watermark",
-                                watermark.map(|w| w.to_rfc3339()).unwrap_or_default(),
-                            )
-                            .with_attribute("kept_for_pending", stored.to_string());
-                        // The late output is informational (the click itself is in state and
-                        // acked with the next checkpoint): a failed publish is logged only.
-                        let fut = self.io.late.publish(msg);
-                        tokio::spawn(async move {
-                            if let Err(e) = fut.await {
-                                tracing::warn!(error = %e, "cannot publish a late click");
-                            }
-                        });
-                    }
-                }
-                self.unacked.push(ack);
-            }
-            Input::Alive { stream } => {
-                self.engine.source_alive(stream);
-                return Ok(());
-            }
-            Input::Checkout { checkout, ack } => {
-                match self.engine.on_checkout(checkout) {
-                    CheckoutOutcome::Pending => {}
-                    CheckoutOutcome::Duplicate => Metrics::add(&self.metrics.duplicates, 1),
-                    CheckoutOutcome::Late => Metrics::add(&self.metrics.late_checkouts, 1),
-                }
-                self.unacked.push(ack);
-            }
+            } => match self.core.on_click(stream, click, ack, data) {
+                ClickOutcome::Stored => {}
+                ClickOutcome::Duplicate => Metrics::add(&self.metrics.duplicates, 1),
+                ClickOutcome::Late { .. } => Metrics::add(&self.metrics.late_clicks, 1),
+            },
+            Input::Alive { stream } => self.core.on_alive(stream),
+            Input::Checkout { checkout, ack } => match self.core.on_checkout(checkout, ack) {
+                CheckoutOutcome::Pending => {}
+                CheckoutOutcome::Duplicate => Metrics::add(&self.metrics.duplicates, 1),
+                CheckoutOutcome::Late => Metrics::add(&self.metrics.late_checkouts, 1),
+            },
         }
-        self.engine.drain_final(&mut self.finals);
-        if self.finals.len() >= self.cfg.batch_rows {
-            self.flush_rows().await?;
-        }
-        if self.unacked.len() >= self.cfg.max_unacked {
-            self.checkpoint().await?;
-        }
-        Ok(())
     }
 
-    async fn on_tick(&mut self) -> anyhow::Result<()> {
-        self.engine.tick(self.started.elapsed().as_micros() as i64);
-        if self.engine.drain_final(&mut self.finals) > 0 {
-            self.dirty = true;
-        }
-        if !self.finals.is_empty() {
-            self.flush_rows().await?;
-        }
-        if self.dirty && self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
-            self.checkpoint().await?;
-        }
+    fn on_tick(&mut self) {
         self.update_gauges();
         if self.last_stats.elapsed() >= self.cfg.stats_interval {
             self.last_stats = Instant::now();
             tracing::info!("{}", self.metrics.line());
         }
-        Ok(())
     }
 
     fn update_gauges(&self) {
         let m = &self.metrics;
-        Metrics::set(&m.live_clicks, self.engine.live_clicks() as u64);
-        Metrics::set(&m.pending_checkouts, self.engine.pending_checkouts() as u64);
-        Metrics::set(&m.unacked, self.unacked.len() as u64);
-        if let Some(w) = self.engine.watermark() {
+        let engine = self.core.engine();
+        Metrics::set(&m.live_clicks, engine.live_clicks() as u64);
+        Metrics::set(&m.pending_checkouts, engine.pending_checkouts() as u64);
+        Metrics::set(&m.unacked, self.core.unacked() as u64);
+        Metrics::set(&m.state_base_bytes, self.core.base_bytes());
+        Metrics::set(&m.state_changelog_bytes, self.core.log_bytes());
+        if let Some(w) = engine.watermark() {
             m.watermark_micros.store(w.as_micros(), Ordering::Relaxed);
-            let lag = (wall_clock().as_micros() - w.as_micros()) / 1000;
+            let lag = (wall_micros() - w.as_micros()) / 1000;
             m.watermark_lag_ms.store(lag, Ordering::Relaxed);
         }
     }
 
-    /// Writes the rows of every final checkout: names from Redis, then BigQuery, retrying
-    /// while either is down. Rows BigQuery refuses for good are dead-lettered.
-    async fn flush_rows(&mut self) -> anyhow::Result<()> {
-        if self.finals.is_empty() {
+    /// Runs every command the core has given out, reporting each result back (which may give
+    /// out more).
+    async fn run_commands(&mut self) -> anyhow::Result<()> {
+        while let Some(command) = self.core.poll() {
+            match command {
+                Command::WriteRows { batch, checkouts } => {
+                    self.write_rows(checkouts).await?;
+                    self.core.rows_written(batch);
+                }
+                Command::AppendLog {
+                    first_seq,
+                    elements,
+                } => {
+                    let started = Instant::now();
+                    let bytes: u64 = elements.iter().map(|e| e.len() as u64).sum();
+                    let store = &self.io.store;
+                    retry(
+                        "Redis (checkpoint)",
+                        &self.forced,
+                        |e: &firstclick_redis::RedisError| e.is_transient(),
+                        || store.append_log(&elements),
+                    )
+                    .await
+                    .context("cannot append to the checkpoint's changelog; its messages stay unacknowledged")?;
+                    self.core.log_appended(first_seq);
+                    let m = &self.metrics;
+                    Metrics::add(&m.checkpoints, 1);
+                    Metrics::add(&m.checkpoint_bytes_written, bytes);
+                    Metrics::set(&m.last_checkpoint_micros, started.elapsed().as_micros() as u64);
+                    Metrics::set(&m.last_checkpoint_bytes, bytes);
+                }
+                Command::Ack(tokens) => {
+                    for ack in tokens {
+                        ack.ack();
+                    }
+                }
+                Command::PublishLate {
+                    payload,
+                    watermark,
+                    stored,
+                } => self.publish_late(payload, watermark, stored),
+                base => {
+                    if let Command::StartBase { generation } = &base {
+                        tracing::info!(
+                            generation,
+                            changelog_bytes = self.core.log_bytes(),
+                            base_bytes = self.core.base_bytes(),
+                            "compaction started: writing a new base snapshot"
+                        );
+                    }
+                    if self.base_tx.send(base).is_err() {
+                        bail!("the checkpoint writer task stopped");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_late(&self, data: Bytes, watermark: Option<EventTime>, stored: bool) {
+        let msg = OutgoingMessage::new(data)
+            .with_attribute("reason", "arrived after the watermark passed its event time")
+            .with_attribute(
+                "watermark",
+                watermark.map(|w| w.to_rfc3339()).unwrap_or_default(),
+            )
+            .with_attribute("kept_for_pending", stored.to_string());
+        // The late output is informational (the click itself is in state and acked with its
+        // epoch): a failed publish is logged only.
+        let fut = self.io.late.publish(msg);
+        tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                tracing::warn!(error = %e, "cannot publish a late click");
+            }
+        });
+    }
+
+    /// Writes the rows of final checkouts: names from Redis, then BigQuery, retrying while
+    /// either is down. Rows BigQuery refuses for good are dead-lettered.
+    async fn write_rows(&mut self, finals: Vec<FinalCheckout>) -> anyhow::Result<()> {
+        if finals.is_empty() {
             return Ok(());
         }
-        let ids: Vec<UserId> = self
-            .finals
+        let ids: Vec<UserId> = finals
             .iter()
             .map(|f| f.checkout.user_id)
             .collect::<HashSet<_>>()
@@ -308,10 +327,9 @@ impl Worker {
         )
         .await
         .context("cannot look up user names")?;
-        let now = wall_clock();
-        let rows: Vec<AttributedRow> = self
-            .finals
-            .drain(..)
+        let now = EventTime::from_micros(wall_micros());
+        let rows: Vec<AttributedRow> = finals
+            .into_iter()
             .map(|f| {
                 let name = names.get(&f.checkout.user_id).cloned().flatten();
                 f.into_row(name, now)
@@ -400,39 +418,64 @@ impl Worker {
         .context("cannot dead-letter a refused row")?;
         Ok(())
     }
+}
 
-    /// Flushes rows, writes the engine's snapshot, then acknowledges every message taken in
-    /// since the previous checkpoint.
-    async fn checkpoint(&mut self) -> anyhow::Result<()> {
-        let started = Instant::now();
-        self.flush_rows().await?;
-        let bytes = serde_json::to_vec(&Checkpoint {
-            version: 1,
-            clean_shutdown: self.clean_shutdown,
-            engine: self.engine.snapshot(),
-        })
-        .context("cannot serialize the engine snapshot")?;
-        let store = &self.io.store;
-        retry(
-            "Redis (checkpoint)",
-            &self.forced,
-            |e: &firstclick_redis::RedisError| e.is_transient(),
-            || store.save(&bytes),
-        )
-        .await
-        .context("cannot write the checkpoint; its messages stay unacknowledged")?;
-        for ack in self.unacked.drain(..) {
-            ack.ack();
+/// Writes the base pieces of compactions in order, off the event loop, and reports back.
+async fn base_lane(
+    store: Arc<CheckpointStore>,
+    mut jobs: mpsc::UnboundedReceiver<Command<AckHandle, Bytes>>,
+    done: mpsc::UnboundedSender<anyhow::Result<BaseDone>>,
+    metrics: Arc<Metrics>,
+    forced: CancellationToken,
+) {
+    let transient = |e: &firstclick_redis::RedisError| e.is_transient();
+    while let Some(job) = jobs.recv().await {
+        let store = &store;
+        let result = match job {
+            Command::StartBase { generation } => {
+                retry("Redis (checkpoint base)", &forced, transient, || {
+                    store.drop_base(generation)
+                })
+                .await
+                .map(|_| None)
+            }
+            Command::WriteBasePiece { generation, piece } => {
+                Metrics::add(&metrics.checkpoint_bytes_written, piece.len() as u64);
+                retry("Redis (checkpoint base)", &forced, transient, || {
+                    store.append_base(generation, &piece)
+                })
+                .await
+                .map(|_| Some(BaseDone::Piece(generation)))
+            }
+            Command::CommitBase {
+                generation,
+                base_from_seq,
+                pieces,
+                bytes,
+            } => {
+                let now_ms = (wall_micros() / 1000) as u64;
+                retry("Redis (checkpoint base)", &forced, transient, || {
+                    store.commit_base(generation, base_from_seq, pieces, bytes, now_ms)
+                })
+                .await
+                .map(|_| Some(BaseDone::Committed(generation)))
+            }
+            Command::DropBase { generation } => {
+                retry("Redis (checkpoint base)", &forced, transient, || {
+                    store.drop_base(generation)
+                })
+                .await
+                .map(|_| None)
+            }
+            _ => Ok(None),
+        };
+        let report = match result {
+            Ok(None) => continue,
+            Ok(Some(r)) => Ok(r),
+            Err(e) => Err(anyhow::Error::new(e).context("cannot write the checkpoint's base")),
+        };
+        if done.send(report).is_err() {
+            return;
         }
-        self.dirty = false;
-        self.last_checkpoint = Instant::now();
-        Metrics::add(&self.metrics.checkpoints, 1);
-        Metrics::set(
-            &self.metrics.last_checkpoint_micros,
-            started.elapsed().as_micros() as u64,
-        );
-        Metrics::set(&self.metrics.last_checkpoint_bytes, bytes.len() as u64);
-        self.update_gauges();
-        Ok(())
     }
 }
