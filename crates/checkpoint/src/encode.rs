@@ -256,7 +256,11 @@ impl PieceWriter {
     /// comes last, with the pending checkouts. Empty once done.
     pub fn step(&mut self, engine: &Engine) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        let mut piece = Piece::new(ElementKind::Clicks, self.piece_bytes);
+        let kind = match self.stage {
+            Stage::Clicks(_) => ElementKind::Clicks,
+            _ => ElementKind::Seen,
+        };
+        let mut piece = Piece::new(kind, self.piece_bytes);
         loop {
             match self.stage {
                 Stage::Clicks(shard) if shard < STATE_SHARDS => {
@@ -346,5 +350,28 @@ impl Piece {
         element.append(&mut self.body);
         self.count = 0;
         out.push(element);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::WireKeyClicks;
+
+    #[test]
+    fn key_clicks_match_the_wire_type() {
+        let key = ClickKey {
+            user_id: 7,
+            product_id: Id::Uuid([1, 2]),
+        };
+        let clicks = vec![ClickRef {
+            click_id: Id::Uuid([3, 4]),
+            time: EventTime::from_micros(5),
+        }];
+        let mut out = Vec::new();
+        put(&KeyClicksOut(&key, &clicks), &mut out);
+        let back: WireKeyClicks = postcard::from_bytes(&out).expect("decodes");
+        assert_eq!(back.user_id, 7);
+        assert_eq!(back.clicks.len(), 1);
     }
 }

@@ -134,8 +134,7 @@ impl CheckpointStore {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.meta_key());
-        let fields: HashMap<String, String> =
-            self.bounded(cmd.query_async(&mut conn)).await?;
+        let fields: HashMap<String, String> = self.bounded(cmd.query_async(&mut conn)).await?;
         if fields.is_empty() {
             if self.log_len().await? > 0 {
                 return Err(self.broken(format!(
@@ -150,7 +149,10 @@ impl CheckpointStore {
             match fields.get(name) {
                 None => Ok(0),
                 Some(v) => v.parse().map_err(|_| {
-                    self.broken(format!("field {name} of {} is {v:?}, not a number", self.meta_key()))
+                    self.broken(format!(
+                        "field {name} of {} is {v:?}, not a number",
+                        self.meta_key()
+                    ))
                 }),
             }
         };

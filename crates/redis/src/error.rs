@@ -135,9 +135,7 @@ impl RedisError {
             RedisError::InvalidUrl { .. }
             | RedisError::NoRuntime
             | RedisError::Auth { .. }
-            | RedisError::Checkpoint { .. } => {
-                false
-            }
+            | RedisError::Checkpoint { .. } => false,
         }
     }
 

@@ -23,9 +23,24 @@ async fn changelog_bases_commit_and_reset() {
     assert_eq!(meta.generation, 0);
     // Deltas 0..5; a binary element of megabytes among them.
     let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
-    assert_eq!(s.append_log(&[b"d0".to_vec(), b"d1".to_vec()]).await.expect("rpush"), 2);
-    assert_eq!(s.append_log(std::slice::from_ref(&big)).await.expect("rpush"), 3);
-    assert_eq!(s.append_log(&[b"d3".to_vec(), b"d4".to_vec()]).await.expect("rpush"), 5);
+    assert_eq!(
+        s.append_log(&[b"d0".to_vec(), b"d1".to_vec()])
+            .await
+            .expect("rpush"),
+        2
+    );
+    assert_eq!(
+        s.append_log(std::slice::from_ref(&big))
+            .await
+            .expect("rpush"),
+        3
+    );
+    assert_eq!(
+        s.append_log(&[b"d3".to_vec(), b"d4".to_vec()])
+            .await
+            .expect("rpush"),
+        5
+    );
     // A base replayed from seq 3 on.
     s.drop_base(1).await.expect("fresh base");
     s.append_base(1, b"p0").await.expect("piece");
@@ -45,7 +60,11 @@ async fn changelog_bases_commit_and_reset() {
             base_written_ms: 1234,
         }
     );
-    assert_eq!(s.log_len().await.expect("llen"), 2, "deltas before 3 trimmed");
+    assert_eq!(
+        s.log_len().await.expect("llen"),
+        2,
+        "deltas before 3 trimmed"
+    );
     assert_eq!(
         s.read_log(0, 10).await.expect("lrange"),
         vec![b"d3".to_vec(), b"d4".to_vec()]
@@ -58,7 +77,10 @@ async fn changelog_bases_commit_and_reset() {
     s.append_log(&[b"d5".to_vec()]).await.expect("rpush");
     s.append_base(2, b"q0").await.expect("piece");
     s.commit_base(2, 5, 1, 2, 5678).await.expect("commit");
-    assert_eq!(s.read_log(0, 10).await.expect("lrange"), vec![b"d5".to_vec()]);
+    assert_eq!(
+        s.read_log(0, 10).await.expect("lrange"),
+        vec![b"d5".to_vec()]
+    );
     s.drop_base(1).await.expect("drop old");
     assert_eq!(s.base_len(1).await.expect("llen"), 0);
     let deleted = s.reset().await.expect("reset");

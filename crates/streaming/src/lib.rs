@@ -135,7 +135,10 @@ async fn state_command(cmd: args::StateCommand) -> anyhow::Result<()> {
                 );
             }
             let deleted = state::reset(&store).await?;
-            println!("deleted checkpoint {name} on {} ({deleted} keys)", store.addr());
+            println!(
+                "deleted checkpoint {name} on {} ({deleted} keys)",
+                store.addr()
+            );
             Ok(())
         }
     }

@@ -257,7 +257,10 @@ impl Worker {
                     let m = &self.metrics;
                     Metrics::add(&m.checkpoints, 1);
                     Metrics::add(&m.checkpoint_bytes_written, bytes);
-                    Metrics::set(&m.last_checkpoint_micros, started.elapsed().as_micros() as u64);
+                    Metrics::set(
+                        &m.last_checkpoint_micros,
+                        started.elapsed().as_micros() as u64,
+                    );
                     Metrics::set(&m.last_checkpoint_bytes, bytes);
                 }
                 Command::Ack(tokens) => {
@@ -290,7 +293,10 @@ impl Worker {
 
     fn publish_late(&self, data: Bytes, watermark: Option<EventTime>, stored: bool) {
         let msg = OutgoingMessage::new(data)
-            .with_attribute("reason", "arrived after the watermark passed its event time")
+            .with_attribute(
+                "reason",
+                "arrived after the watermark passed its event time",
+            )
             .with_attribute(
                 "watermark",
                 watermark.map(|w| w.to_rfc3339()).unwrap_or_default(),

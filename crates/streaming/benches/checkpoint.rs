@@ -1,0 +1,375 @@
+//! The checkpoint benchmark (issue 8; numbers in BENCHMARKS.md): the delivery core and its
+//! Redis commands, as the worker runs them, at a steady click rate over a large live state.
+//!
+//! ```text
+//! redis-server --port 6390 --save "" --appendonly no --daemonize yes
+//! REDIS_URL=redis://127.0.0.1:6390 cargo bench -p streaming --bench checkpoint -- \
+//!     --live 1000000,5000000,10000000 --rate 2000
+//! ```
+//!
+//! For each live-state size N: N clicks are taken in (the warm-up, as a backlog), then the
+//! stream goes on at `--rate` clicks per second of event time (and a checkout per three clicks)
+//! with a tick every 200 ms of event time. The first ticks start a compaction (the changelog of
+//! the warm-up is far over its threshold), which runs while events flow; once its base is
+//! committed, `--steady-secs` more of the stream are measured on Redis itself (the server's
+//! `total_net_input_bytes`). Then the core is dropped without a shutdown (as SIGKILL leaves
+//! it) and the state restored from Redis, timed. Printed per size: changelog bytes per second
+//! and per click, the base's bytes, the amortized bytes per second at the default compaction
+//! ratio, the longest steps of the event loop (core call plus the inline changelog append)
+//! as p99 and max, restore time, and the process's peak RSS.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use firstclick_delivery::{Command, Delivery, DeliveryConfig, Durable};
+use firstclick_engine::{Engine, EngineConfig};
+use firstclick_model::{Checkout, Click, EventTime, Id};
+use firstclick_redis::{CheckpointStore, RedisArgs};
+use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn id(&mut self) -> Id {
+        Id::Uuid([self.next(), self.next()])
+    }
+}
+
+struct Stream {
+    rng: Rng,
+    /// Event time, µs.
+    t: f64,
+    step: f64,
+    n: u64,
+}
+
+enum Event {
+    Click(Click),
+    Checkout(Checkout),
+}
+
+impl Stream {
+    fn next(&mut self) -> Event {
+        self.n += 1;
+        let user = (self.rng.next() % 100_000) as i64;
+        if self.n % 4 == 0 {
+            let time = EventTime::from_micros(self.t as i64 - 2_000_000);
+            return Event::Checkout(Checkout {
+                checkout_id: self.rng.id(),
+                user_id: user,
+                product_id: self.rng.id(),
+                time,
+                payment_method: Some("credit_card".into()),
+                total_amount: Some((self.rng.next() % 50_000) as f64 / 100.0),
+                shipping_address: Some("742 Evergreen Terrace, Springfield".into()),
+                billing_address: Some("742 Evergreen Terrace, Springfield".into()),
+                user_agent: Some(
+                    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0".into(),
+                ),
+                ip_address: Some("203.0.113.17".into()),
+            });
+        }
+        self.t += self.step;
+        let jitter = (self.rng.next() % 4_000_000) as i64;
+        Event::Click(Click {
+            click_id: self.rng.id(),
+            user_id: user,
+            product_id: self.rng.id(),
+            time: EventTime::from_micros(self.t as i64 - jitter),
+        })
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn redis_input_bytes(url: &str) -> u64 {
+    let Ok(client) = redis::Client::open(url) else {
+        return 0;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return 0;
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+type Core = Delivery<(), ()>;
+
+/// What the driver measured.
+#[derive(Default)]
+struct Driver {
+    steps: Vec<u64>,
+    log_bytes: u64,
+    base_bytes: u64,
+    base_lane: Vec<Command<(), ()>>,
+    committed: bool,
+}
+
+impl Driver {
+    /// Runs the core's commands as the worker does: appends inline, base pieces queued.
+    async fn run(&mut self, core: &mut Core, store: &CheckpointStore) {
+        while let Some(cmd) = core.poll() {
+            match cmd {
+                Command::WriteRows { batch, .. } => core.rows_written(batch),
+                Command::AppendLog {
+                    first_seq,
+                    elements,
+                } => {
+                    self.log_bytes += elements.iter().map(|e| e.len() as u64).sum::<u64>();
+                    store.append_log(&elements).await.expect("append");
+                    core.log_appended(first_seq);
+                }
+                Command::Ack(_) | Command::PublishLate { .. } => {}
+                base => self.base_lane.push(base),
+            }
+        }
+    }
+
+    /// The background writer's share: one base command per call.
+    async fn base_step(&mut self, core: &mut Core, store: &CheckpointStore) {
+        if self.base_lane.is_empty() {
+            return;
+        }
+        match self.base_lane.remove(0) {
+            Command::StartBase { generation } => store.drop_base(generation).await.expect("del"),
+            Command::WriteBasePiece { generation, piece } => {
+                self.base_bytes += piece.len() as u64;
+                store.append_base(generation, &piece).await.expect("piece");
+                core.piece_written(generation);
+            }
+            Command::CommitBase {
+                generation,
+                base_from_seq,
+                pieces,
+                bytes,
+            } => {
+                store
+                    .commit_base(generation, base_from_seq, pieces, bytes, 0)
+                    .await
+                    .expect("commit");
+                core.base_committed(generation);
+                self.committed = true;
+            }
+            Command::DropBase { generation } => store.drop_base(generation).await.expect("drop"),
+            _ => {}
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+async fn one(url: &str, live: u64, rate: u64, steady_secs: u64) {
+    let args = RedisArgs {
+        redis_url: url.to_string(),
+        ..RedisArgs::default()
+    };
+    let name = format!("bench:{live}:{rate}");
+    let store = Arc::new(CheckpointStore::new(&args, name).expect("store"));
+    store.reset().await.expect("reset");
+    store.init().await.expect("init");
+    // N clicks live at `rate`: the lookback spans N / rate seconds.
+    let lookback_micros = (live as f64 / rate as f64 * 1e6) as i64;
+    let config = EngineConfig {
+        lookback_micros,
+        ..EngineConfig::default()
+    };
+    let mut core: Core = Delivery::new(
+        Engine::new(config),
+        Durable {
+            clean_shutdown: true,
+            ..Durable::default()
+        },
+        DeliveryConfig::default(),
+        0,
+    );
+    let mut stream = Stream {
+        rng: Rng(0x9e37_79b9_7f4a_7c15),
+        t: 1.7e15,
+        step: 1e6 / rate as f64,
+        n: 0,
+    };
+    let mut driver = Driver::default();
+    let warm = Instant::now();
+    while core.engine().live_clicks() < live as usize {
+        match stream.next() {
+            Event::Click(c) => {
+                core.on_click(0, c, (), ());
+            }
+            Event::Checkout(c) => {
+                core.on_checkout(c, ());
+            }
+        }
+        driver.run(&mut core, &store).await;
+    }
+    let warm_secs = warm.elapsed().as_secs_f64();
+    // Steady: ticks every 200 ms of event time; compaction of the warm-up's state first.
+    let per_tick = (rate as f64 * 0.2 * 4.0 / 3.0).max(1.0) as u64;
+    let mut sim = 0i64;
+    let mut ticks = 0u64;
+    let mut events = 0u64;
+    let compaction = Instant::now();
+    let mut compaction_secs = 0.0;
+    let mut measured: Option<(u64, u64, i64, u64)> = None;
+    loop {
+        for _ in 0..per_tick {
+            let step = Instant::now();
+            match stream.next() {
+                Event::Click(c) => {
+                    core.on_click(0, c, (), ());
+                }
+                Event::Checkout(c) => {
+                    core.on_checkout(c, ());
+                }
+            }
+            driver.run(&mut core, &store).await;
+            driver.steps.push(step.elapsed().as_micros() as u64);
+            events += 1;
+        }
+        sim += 200_000;
+        ticks += 1;
+        let step = Instant::now();
+        core.tick(sim, sim);
+        driver.run(&mut core, &store).await;
+        driver.steps.push(step.elapsed().as_micros() as u64);
+        // The background writer keeps up with the pieces (two per tick at most).
+        for _ in 0..4 {
+            driver.base_step(&mut core, &store).await;
+        }
+        driver.run(&mut core, &store).await;
+        if driver.committed && measured.is_none() {
+            compaction_secs = compaction.elapsed().as_secs_f64();
+            measured = Some((
+                redis_input_bytes(url).await,
+                driver.log_bytes,
+                sim,
+                stream.n,
+            ));
+        }
+        if let Some((_, _, from, _)) = measured {
+            if sim - from >= steady_secs as i64 * 1_000_000 {
+                break;
+            }
+        }
+        assert!(ticks < 10_000_000, "the compaction never committed");
+    }
+    let (redis_before, log_before, sim_from, n_from) = measured.unwrap_or_default();
+    let redis_bytes = redis_input_bytes(url).await - redis_before;
+    let log_bytes = driver.log_bytes - log_before;
+    let secs = (sim - sim_from) as f64 / 1e6;
+    let clicks = (stream.n - n_from) * 3 / 4;
+    // The kill comes right after a checkpoint, so the restore can be checked against the
+    // live state (a kill at any other moment loses only what Pub/Sub redelivers).
+    core.tick(sim + 5_000_000, sim + 5_000_000);
+    driver.run(&mut core, &store).await;
+    let live_at_crash = core.engine().live_clicks();
+    let pending_at_crash = core.engine().pending_checkouts();
+    let watermark_at_crash = core.engine().watermark();
+    assert_eq!(core.unacked(), 0, "everything durable before the kill");
+    let base_bytes = core.base_bytes();
+    let mut steps = std::mem::take(&mut driver.steps);
+    steps.sort_unstable();
+    let rss_before_restore = peak_rss_mb();
+    // SIGKILL: the core is gone without a shutdown; restore from Redis.
+    drop(core);
+    drop(driver);
+    let restore = Instant::now();
+    let loaded = streaming::state::load(&store, config, None, &CancellationToken::new())
+        .await
+        .expect("restore");
+    let restore_secs = restore.elapsed().as_secs_f64();
+    assert_eq!(
+        loaded.engine.live_clicks(),
+        live_at_crash,
+        "live clicks restored"
+    );
+    assert_eq!(
+        loaded.engine.pending_checkouts(),
+        pending_at_crash,
+        "pending restored"
+    );
+    assert_eq!(
+        loaded.engine.watermark(),
+        watermark_at_crash,
+        "watermark restored"
+    );
+    let log_rate = log_bytes as f64 / secs;
+    // At the default ratio 1.0 a base is written once the changelog reaches its size.
+    let amortized = log_rate * 2.0;
+    println!(
+        "live {live:>9} | rate {rate}/s | warm-up {warm_secs:.1} s | compaction of the base \
+         {:.0} MB took {compaction_secs:.1} s wall ({events} events meanwhile) | steady {secs:.0} s: \
+         changelog {:.1} KB/s = {:.0} B/click, Redis input {:.1} KB/s | amortized with \
+         compaction {:.1} KB/s | loop step p99 {:.2} ms, max {:.1} ms | restore {restore_secs:.2} s \
+         ({} elements, {:.0} MB) | peak RSS {rss_before_restore:.0} MB (after restore {:.0} MB)",
+        base_bytes as f64 / 1e6,
+        log_rate / 1e3,
+        log_bytes as f64 / clicks.max(1) as f64,
+        redis_bytes as f64 / secs / 1e3,
+        amortized / 1e3,
+        percentile(&steps, 0.99) as f64 / 1e3,
+        steps.last().copied().unwrap_or(0) as f64 / 1e3,
+        loaded.elements,
+        loaded.bytes as f64 / 1e6,
+        peak_rss_mb(),
+    );
+    drop(loaded);
+    store.reset().await.expect("reset");
+}
+
+fn main() {
+    let mut live = vec![1_000_000u64];
+    let mut rate = 2000u64;
+    let mut steady = 60u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--live" => {
+                live = args
+                    .next()
+                    .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+                    .unwrap_or(live)
+            }
+            "--rate" => rate = args.next().and_then(|v| v.parse().ok()).unwrap_or(rate),
+            "--steady-secs" => steady = args.next().and_then(|v| v.parse().ok()).unwrap_or(steady),
+            _ => {}
+        }
+    }
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6390".into());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for n in live {
+        runtime.block_on(one(&url, n, rate, steady));
+    }
+}
