@@ -205,6 +205,7 @@ impl ChangeLog {
 /// Where a base being written has got to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
+    Sizes,
     Clicks(usize),
     Seen(usize),
     Done,
@@ -228,7 +229,7 @@ impl PieceWriter {
     /// one shard is taken per step).
     pub fn new(started_at: i64, piece_bytes: usize) -> Self {
         PieceWriter {
-            stage: Stage::Clicks(0),
+            stage: Stage::Sizes,
             piece_bytes: piece_bytes.clamp(4096, MAX_ELEMENT_BYTES - HEAD_ROOM),
             started_at,
             pieces: 0,
@@ -257,15 +258,40 @@ impl PieceWriter {
     pub fn step(&mut self, engine: &Engine) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let kind = match self.stage {
-            Stage::Clicks(_) => ElementKind::Clicks,
+            Stage::Sizes | Stage::Clicks(_) => ElementKind::Clicks,
             _ => ElementKind::Seen,
         };
         let mut piece = Piece::new(kind, self.piece_bytes);
         loop {
             match self.stage {
+                Stage::Sizes => {
+                    let mut sizes = start_element(ElementKind::Sizes, STATE_SHARDS * 8 + 16);
+                    let counts: Vec<(u64, u64)> = (0..STATE_SHARDS)
+                        .map(|s| {
+                            (
+                                engine.clicks().shard_key_count(s) as u64,
+                                engine.seen_checkouts().shard_count(s) as u64,
+                            )
+                        })
+                        .collect();
+                    put(&counts, &mut sizes);
+                    out.push(sizes);
+                    self.stage = Stage::Clicks(0);
+                }
                 Stage::Clicks(shard) if shard < STATE_SHARDS => {
+                    let horizon = engine.swept_horizon();
                     for (key, clicks) in engine.clicks().shard_keys(shard) {
-                        piece.add(&KeyClicksOut(key, clicks), &mut out);
+                        match horizon {
+                            // Swept clicks whose memory is not freed yet are left out.
+                            Some(h) if clicks.iter().any(|c| c.time < h) => {
+                                let kept: Vec<ClickRef> =
+                                    clicks.iter().filter(|c| c.time >= h).cloned().collect();
+                                if !kept.is_empty() {
+                                    piece.add(&KeyClicksOut(key, &kept), &mut out);
+                                }
+                            }
+                            _ => piece.add(&KeyClicksOut(key, clicks), &mut out),
+                        }
                     }
                     self.stage = Stage::Clicks(shard + 1);
                 }
@@ -276,7 +302,9 @@ impl PieceWriter {
                 }
                 Stage::Seen(shard) if shard < STATE_SHARDS => {
                     for (id, time) in engine.seen_checkouts().shard(shard) {
-                        piece.add(&(IdOut::from(id), time.as_micros()), &mut out);
+                        if engine.counts(*time) {
+                            piece.add(&(IdOut::from(id), time.as_micros()), &mut out);
+                        }
                     }
                     self.stage = Stage::Seen(shard + 1);
                 }
@@ -301,7 +329,7 @@ impl PieceWriter {
                 }
                 Stage::Done => break,
             }
-            let produced: usize = out.iter().map(Vec::len).sum::<usize>() + piece.body.len();
+            let produced: usize = out.iter().map(Vec::len).sum::<usize>() + piece.body_len();
             if produced >= self.piece_bytes {
                 break;
             }
@@ -315,63 +343,52 @@ impl PieceWriter {
     }
 }
 
-/// A piece being filled: a count and the encoded items.
+/// A piece being filled: the element's prefix, a count (8 bytes, little-endian, patched when
+/// the piece is finished) and the encoded items, in one buffer sized up front so that it is
+/// neither grown nor copied.
 struct Piece {
     kind: ElementKind,
-    body: Vec<u8>,
+    element: Vec<u8>,
     count: u64,
     limit: usize,
 }
+
+/// Bytes of a piece before its items: prefix and count.
+const PIECE_HEAD: usize = crate::PREFIX_LEN + 8;
 
 impl Piece {
     fn new(kind: ElementKind, limit: usize) -> Self {
         Piece {
             kind,
-            body: Vec::new(),
+            element: Vec::new(),
             count: 0,
             limit,
         }
     }
 
     fn add<T: Serialize>(&mut self, item: &T, out: &mut Vec<Vec<u8>>) {
-        put(item, &mut self.body);
+        if self.element.is_empty() {
+            self.element = start_element(self.kind, self.limit + HEAD_ROOM + (64 << 10));
+            self.element.extend_from_slice(&[0; 8]);
+        }
+        put(item, &mut self.element);
         self.count += 1;
-        if self.body.len() >= self.limit {
+        if self.element.len() >= self.limit {
             self.finish(out);
         }
+    }
+
+    fn body_len(&self) -> usize {
+        self.element.len().saturating_sub(PIECE_HEAD)
     }
 
     fn finish(&mut self, out: &mut Vec<Vec<u8>>) {
         if self.count == 0 {
             return;
         }
-        let mut element = start_element(self.kind, self.body.len() + 16);
-        put(&self.count, &mut element);
-        element.append(&mut self.body);
+        let mut element = std::mem::take(&mut self.element);
+        element[crate::PREFIX_LEN..PIECE_HEAD].copy_from_slice(&self.count.to_le_bytes());
         self.count = 0;
         out.push(element);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wire::WireKeyClicks;
-
-    #[test]
-    fn key_clicks_match_the_wire_type() {
-        let key = ClickKey {
-            user_id: 7,
-            product_id: Id::Uuid([1, 2]),
-        };
-        let clicks = vec![ClickRef {
-            click_id: Id::Uuid([3, 4]),
-            time: EventTime::from_micros(5),
-        }];
-        let mut out = Vec::new();
-        put(&KeyClicksOut(&key, &clicks), &mut out);
-        let back: WireKeyClicks = postcard::from_bytes(&out).expect("decodes");
-        assert_eq!(back.user_id, 7);
-        assert_eq!(back.clicks.len(), 1);
     }
 }

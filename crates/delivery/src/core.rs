@@ -21,8 +21,8 @@ pub struct DeliveryConfig {
     /// Start a new base once the changelog since the current base holds at least this many
     /// bytes and at least `compact_ratio` times the base's bytes.
     pub compact_min_bytes: u64,
-    /// See `compact_min_bytes`. With 1.0, Redis receives at most about twice the changelog's
-    /// bytes in all, and a restore reads at most about twice the live state.
+    /// See `compact_min_bytes`. Redis receives about (1 + 1/ratio) times the changelog's bytes
+    /// in all, and a restore reads at most about (1 + ratio) times the base.
     pub compact_ratio: f64,
     /// Bytes of base pieces produced per tick at most (about; at least one shard).
     pub piece_bytes: usize,
@@ -40,8 +40,8 @@ impl Default for DeliveryConfig {
             max_unacked: 2_000,
             batch_rows: 500,
             compact_min_bytes: 64 << 20,
-            compact_ratio: 1.0,
-            piece_bytes: 4 << 20,
+            compact_ratio: 2.0,
+            piece_bytes: 1 << 20,
             max_pieces_in_flight: 2,
             recovery_hold_micros: 65_000_000,
         }
@@ -237,7 +237,10 @@ impl<T, P> Delivery<T, P> {
 
     /// A checkout with its ack token.
     pub fn on_checkout(&mut self, checkout: Checkout, token: T) -> CheckoutOutcome {
-        let duplicate = self.engine.seen_checkouts().contains(&checkout.checkout_id);
+        let duplicate = self
+            .engine
+            .seen_checkouts()
+            .contains(&checkout.checkout_id, self.engine.swept_horizon());
         if !duplicate {
             self.changes.checkout(&checkout);
         }

@@ -179,7 +179,9 @@ fn not_durable(inputs: &[Input], store: &Store, live: &Engine, tokens: &[usize])
                 !restored_clicks.contains(&k) && live_clicks.contains(&k)
             }
             Input::Checkout(c) => {
-                !restored.seen_checkouts().contains(&c.checkout_id)
+                !restored
+                    .seen_checkouts()
+                    .contains(&c.checkout_id, restored.swept_horizon())
                     && !store.rows.contains_key(&c.checkout_id.to_string())
             }
         })

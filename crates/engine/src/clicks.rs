@@ -111,7 +111,14 @@ impl ClickStore {
         bytes
     }
 
-    pub(crate) fn insert(&mut self, key: ClickKey, click: ClickRef) -> Inserted {
+    /// Stores `click` unless a click of the same id is stored for the key (one older than
+    /// `horizon`, swept but not evicted yet, does not count).
+    pub(crate) fn insert(
+        &mut self,
+        key: ClickKey,
+        click: ClickRef,
+        horizon: Option<EventTime>,
+    ) -> Inserted {
         use std::collections::hash_map::Entry;
         let shard = shard_of(&key);
         match self.shards[shard].entry(key) {
@@ -120,7 +127,11 @@ impl ClickStore {
             }
             Entry::Occupied(mut o) => {
                 let list = o.get_mut();
-                if list.as_slice().iter().any(|c| c.click_id == click.click_id) {
+                if list
+                    .as_slice()
+                    .iter()
+                    .any(|c| c.click_id == click.click_id && horizon.is_none_or(|h| c.time >= h))
+                {
                     return Inserted::Duplicate;
                 }
                 match list {
@@ -139,15 +150,18 @@ impl ClickStore {
     /// The click credited by `model` for a checkout of `key` at `at`: among the clicks with
     /// `at - lookback <= time <= at`, the smallest (first click) or largest (last click) by
     /// `(time, click_id)`.
+    /// Clicks older than `horizon` (swept, not yet evicted) never count.
     pub fn attribute(
         &self,
         key: &ClickKey,
         at: EventTime,
         lookback_micros: i64,
         model: AttributionModel,
+        horizon: Option<EventTime>,
     ) -> Option<ClickRef> {
         let list = self.shards[shard_of(key)].get(key)?;
         let from = at.offset(-lookback_micros);
+        let from = horizon.map_or(from, |h| from.max(h));
         let in_window = list
             .as_slice()
             .iter()
@@ -161,8 +175,15 @@ impl ClickStore {
 
     /// Drops every click older than `horizon`; returns how many were dropped.
     pub(crate) fn evict_before(&mut self, horizon: EventTime) -> usize {
+        (0..STATE_SHARDS)
+            .map(|s| self.evict_shard_before(s, horizon))
+            .sum()
+    }
+
+    /// Drops the clicks of shard `shard` older than `horizon`; returns how many were dropped.
+    pub(crate) fn evict_shard_before(&mut self, shard: usize, horizon: EventTime) -> usize {
         let mut dropped = 0;
-        for shard in &mut self.shards {
+        if let Some(shard) = self.shards.get_mut(shard) {
             shard.retain(|_, list| match list {
                 ClickList::One(c) => {
                     if c.time < horizon {
@@ -219,6 +240,18 @@ impl ClickStore {
     pub fn shard_len(&self, shard: usize) -> usize {
         self.shard_keys(shard).map(|(_, l)| l.len()).sum()
     }
+
+    /// Number of keys in shard `shard`.
+    pub fn shard_key_count(&self, shard: usize) -> usize {
+        self.shards.get(shard).map_or(0, HashMap::len)
+    }
+
+    /// Makes room for `keys` more keys in shard `shard`.
+    pub(crate) fn reserve(&mut self, shard: usize, keys: usize) {
+        if let Some(s) = self.shards.get_mut(shard) {
+            s.reserve(keys);
+        }
+    }
 }
 
 fn order(a: &ClickRef, b: &ClickRef) -> std::cmp::Ordering {
@@ -257,20 +290,45 @@ impl SeenCheckouts {
         self.shards.iter().all(HashMap::is_empty)
     }
 
-    /// Whether `id` is remembered.
-    pub fn contains(&self, id: &Id) -> bool {
-        self.shards[shard_of(id)].contains_key(id)
+    /// Whether `id` is remembered (an id older than `horizon`, swept but not evicted yet, is
+    /// not).
+    pub fn contains(&self, id: &Id, horizon: Option<EventTime>) -> bool {
+        self.shards[shard_of(id)]
+            .get(id)
+            .is_some_and(|t| horizon.is_none_or(|h| *t >= h))
     }
 
-    /// Remembers `id`; false when it already was.
-    pub(crate) fn insert(&mut self, id: Id, time: EventTime) -> bool {
-        let shard = shard_of(&id);
-        self.shards[shard].insert(id, time).is_none()
+    /// Remembers `id`; false when it already was (see [`SeenCheckouts::contains`]).
+    pub(crate) fn insert(&mut self, id: Id, time: EventTime, horizon: Option<EventTime>) -> bool {
+        let shard = &mut self.shards[shard_of(&id)];
+        match shard.insert(id, time) {
+            None => true,
+            Some(old) => horizon.is_some_and(|h| old < h),
+        }
+    }
+
+    /// Number of ids in shard `shard`.
+    pub fn shard_count(&self, shard: usize) -> usize {
+        self.shards.get(shard).map_or(0, HashMap::len)
+    }
+
+    /// Makes room for `ids` more ids in shard `shard`.
+    pub(crate) fn reserve(&mut self, shard: usize, ids: usize) {
+        if let Some(s) = self.shards.get_mut(shard) {
+            s.reserve(ids);
+        }
     }
 
     /// Forgets the ids older than `horizon`.
     pub(crate) fn evict_before(&mut self, horizon: EventTime) {
-        for shard in &mut self.shards {
+        for s in 0..STATE_SHARDS {
+            self.evict_shard_before(s, horizon);
+        }
+    }
+
+    /// Forgets the ids of shard `shard` older than `horizon`.
+    pub(crate) fn evict_shard_before(&mut self, shard: usize, horizon: EventTime) {
+        if let Some(shard) = self.shards.get_mut(shard) {
             shard.retain(|_, t| *t >= horizon);
             if shard.capacity() > 64 && shard.len() * 4 < shard.capacity() {
                 shard.shrink_to_fit();
@@ -286,5 +344,20 @@ impl SeenCheckouts {
     /// The ids of shard `shard` (`0..STATE_SHARDS`; an empty iterator beyond).
     pub fn shard(&self, shard: usize) -> impl Iterator<Item = (&Id, &EventTime)> {
         self.shards.get(shard).into_iter().flat_map(HashMap::iter)
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "Id {} ClickRef {} ClickKey {} ClickList {} bucket {}",
+            std::mem::size_of::<firstclick_model::Id>(),
+            std::mem::size_of::<super::ClickRef>(),
+            std::mem::size_of::<super::ClickKey>(),
+            std::mem::size_of::<super::ClickList>(),
+            std::mem::size_of::<(super::ClickKey, super::ClickList)>()
+        );
     }
 }

@@ -9,9 +9,14 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use firstclick_model::{AttributedRow, AttributionModel, Checkout, Click, ClickRef, EventTime};
+use firstclick_model::{AttributedRow, AttributionModel, Checkout, Click, ClickRef, EventTime, Id};
 
-use crate::clicks::{ClickKey, ClickStore, Inserted, SeenCheckouts};
+use crate::clicks::{ClickKey, ClickStore, Inserted, SeenCheckouts, STATE_SHARDS};
+
+/// Shards evicted per [`Engine::drain_final`] call after a sweep: a sweep moves the horizon at
+/// once (clicks and ids below it stop counting), while the memory is given back a few shards
+/// at a time, so no single call walks millions of entries.
+const EVICT_SHARDS_PER_CALL: usize = 2;
 use crate::config::EngineConfig;
 
 /// What the engine did with a click.
@@ -87,7 +92,9 @@ pub struct EngineStats {
     pub attributed: u64,
     /// Of those, without a click (organic).
     pub organic: u64,
-    /// Clicks dropped from state because they became too old.
+    /// Clicks whose memory was freed once they fell below the eviction horizon (counted when
+    /// freed, a few shards at a time after each sweep; a restore does not count the clicks
+    /// that were below the horizon but not freed yet when its checkpoint was taken).
     pub evicted_clicks: u64,
 }
 
@@ -157,6 +164,8 @@ pub struct Engine {
     hold_until: Option<i64>,
     /// Processing time of the last tick.
     last_tick: Option<i64>,
+    /// The next shard to evict below the swept horizon (`STATE_SHARDS`: all done).
+    evict_cursor: usize,
     pub(crate) stats: EngineStats,
 }
 
@@ -176,6 +185,7 @@ impl Engine {
             sources: vec![Source::default()],
             hold_until: None,
             last_tick: None,
+            evict_cursor: STATE_SHARDS,
             stats: EngineStats::default(),
         }
     }
@@ -307,7 +317,7 @@ impl Engine {
             time: click.time,
             click_id: click.click_id,
         };
-        match self.clicks.insert(key, stored) {
+        match self.clicks.insert(key, stored, self.swept_horizon()) {
             Inserted::Duplicate => {
                 self.stats.duplicate_clicks += 1;
                 ClickOutcome::Duplicate
@@ -362,9 +372,10 @@ impl Engine {
     /// Takes in one checkout; it becomes final once the watermark passes its time.
     pub fn on_checkout(&mut self, checkout: Checkout) -> CheckoutOutcome {
         self.stats.checkouts += 1;
+        let horizon = self.swept_horizon();
         if !self
             .seen_checkouts
-            .insert(checkout.checkout_id.clone(), checkout.time)
+            .insert(checkout.checkout_id.clone(), checkout.time, horizon)
         {
             self.stats.duplicate_checkouts += 1;
             return CheckoutOutcome::Duplicate;
@@ -467,6 +478,7 @@ impl Engine {
         {
             self.sweep();
         }
+        self.evict_some();
         out.len() - before
     }
 
@@ -489,6 +501,7 @@ impl Engine {
             checkout.time,
             self.config.lookback_micros,
             self.config.model,
+            self.swept_horizon(),
         );
         self.stats.rows += 1;
         if click.is_some() {
@@ -503,14 +516,27 @@ impl Engine {
         }
     }
 
-    /// Evicts clicks and remembered checkout ids older than the horizon.
+    /// Moves the eviction horizon to `watermark - retention`: from now on clicks and
+    /// remembered ids below it do not count; [`Engine::evict_some`] frees them shard by shard.
     fn sweep(&mut self) {
-        let Some(h) = self.horizon() else {
+        if self.horizon().is_none() {
+            return;
+        }
+        self.last_sweep = self.watermark;
+        self.evict_cursor = 0;
+    }
+
+    /// Evicts a few shards below the swept horizon.
+    fn evict_some(&mut self) {
+        let Some(h) = self.swept_horizon() else {
             return;
         };
-        self.stats.evicted_clicks += self.clicks.evict_before(h) as u64;
-        self.seen_checkouts.evict_before(h);
-        self.last_sweep = self.watermark;
+        let end = (self.evict_cursor + EVICT_SHARDS_PER_CALL).min(STATE_SHARDS);
+        for shard in self.evict_cursor..end {
+            self.stats.evicted_clicks += self.clicks.evict_shard_before(shard, h) as u64;
+            self.seen_checkouts.evict_shard_before(shard, h);
+        }
+        self.evict_cursor = end;
     }
 
     /// The pending checkouts, in arrival order.
@@ -539,12 +565,24 @@ impl Engine {
     }
 
     pub(crate) fn insert_restored_click(&mut self, key: ClickKey, click: ClickRef) {
-        let _ = self.clicks.insert(key, click);
+        let _ = self.clicks.insert(key, click, None);
+    }
+
+    pub(crate) fn insert_restored_seen(&mut self, id: Id, time: EventTime) {
+        let _ = self.seen_checkouts.insert(id, time, None);
+    }
+
+    /// Whether a click or remembered id at `time` still counts (is not below the horizon).
+    pub fn counts(&self, time: EventTime) -> bool {
+        self.swept_horizon().is_none_or(|h| time >= h)
     }
 
     pub(crate) fn set_progress(&mut self, progress: Progress) {
         self.max_click_time = progress.max_click_time;
         self.watermark = progress.watermark;
+        if progress.last_sweep != self.last_sweep {
+            self.evict_cursor = 0;
+        }
         self.last_sweep = progress.last_sweep;
         self.stats = progress.stats;
     }

@@ -29,6 +29,9 @@ pub struct Restorer {
     pending: HashMap<Id, (u64, Checkout), foldhash::fast::FixedState>,
     next_seq: u64,
     horizon: Option<EventTime>,
+    /// The horizon memory was last freed at, and the clicks inserted since.
+    evicted_at: Option<EventTime>,
+    inserted_since: usize,
 }
 
 impl Restorer {
@@ -39,7 +42,17 @@ impl Restorer {
             pending: HashMap::default(),
             next_seq: 0,
             horizon: None,
+            evicted_at: None,
+            inserted_since: 0,
         }
+    }
+
+    /// Makes room in shard `shard` (`0..STATE_SHARDS`) for `keys` click keys and `ids`
+    /// remembered checkout ids, so that restoring millions of clicks does not grow the tables
+    /// step by step.
+    pub fn reserve(&mut self, shard: usize, keys: usize, ids: usize) {
+        self.engine.clicks.reserve(shard, keys);
+        self.engine.seen_checkouts.reserve(shard, ids);
     }
 
     /// A live click.
@@ -48,14 +61,16 @@ impl Restorer {
             return;
         }
         self.engine.insert_restored_click(key, click);
+        self.inserted_since += 1;
     }
 
     /// A remembered checkout id.
     pub fn seen_checkout(&mut self, id: Id, time: EventTime) {
+        // (Ids below the horizon are freed with the clicks.)
         if self.horizon.is_some_and(|h| time < h) {
             return;
         }
-        self.engine.seen_checkouts.insert(id, time);
+        self.engine.insert_restored_seen(id, time);
     }
 
     /// A checkout that was taken in and is not final yet (unless a later [`Restorer::finished`]
@@ -75,11 +90,26 @@ impl Restorer {
         self.pending.remove(id);
     }
 
-    /// An eviction sweep at `horizon` (as [`Engine::swept_horizon`] reports it).
+    /// An eviction sweep at `horizon` (as [`Engine::swept_horizon`] reports it). Clicks below
+    /// it are dropped as they come; the memory of those already held is freed once a quarter
+    /// of the state was inserted since the last time (a changelog holds several sweeps, and a
+    /// pass over millions of clicks for each would dominate the restore), and at the end.
     pub fn horizon(&mut self, horizon: EventTime) {
         if self.horizon.is_none_or(|h| horizon > h) {
             self.horizon = Some(horizon);
-            self.engine.evict_restored(horizon);
+            if self.inserted_since * 8 >= self.engine.live_clicks().max(1) {
+                self.free_below_horizon();
+            }
+        }
+    }
+
+    fn free_below_horizon(&mut self) {
+        if let Some(h) = self.horizon {
+            if self.evicted_at != Some(h) {
+                self.engine.evict_restored(h);
+                self.evicted_at = Some(h);
+                self.inserted_since = 0;
+            }
         }
     }
 
@@ -95,6 +125,7 @@ impl Restorer {
 
     /// The engine.
     pub fn finish(mut self) -> Engine {
+        self.free_below_horizon();
         let mut pending: Vec<(u64, Checkout)> = self.pending.into_values().collect();
         pending.sort_by_key(|(seq, _)| *seq);
         for (_, checkout) in pending {

@@ -47,11 +47,13 @@ pub struct EngineSnapshot {
 
 impl Engine {
     /// Copies the whole state out, in a canonical order (for comparisons and tests; checkpoints
-    /// use [`crate::Restorer`] and the engine's shards instead).
+    /// use [`crate::Restorer`] and the engine's shards instead). Clicks and ids below the swept
+    /// horizon are left out whether or not their memory is freed yet.
     pub fn snapshot(&self) -> EngineSnapshot {
         let mut clicks: Vec<SnapshotClick> = self
             .clicks
             .iter()
+            .filter(|(_, c)| self.counts(c.time))
             .map(|(k, c)| SnapshotClick {
                 user_id: k.user_id,
                 product_id: k.product_id.clone(),
@@ -70,6 +72,7 @@ impl Engine {
         let mut seen: Vec<(Id, EventTime)> = self
             .seen_checkouts
             .iter()
+            .filter(|(_, t)| self.counts(**t))
             .map(|(id, t)| (id.clone(), *t))
             .collect();
         seen.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));

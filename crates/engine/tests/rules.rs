@@ -1,7 +1,9 @@
 //! The attribution rule and event-time semantics of docs/design.md §1 and §3, one edge case
 //! per test.
 
-use firstclick_engine::{CheckoutOutcome, ClickOutcome, Engine, EngineConfig, FinalCheckout};
+use firstclick_engine::{
+    CheckoutOutcome, ClickOutcome, Engine, EngineConfig, EngineStats, FinalCheckout,
+};
 use firstclick_model::{AttributionModel, Checkout, Click, EventTime, Id};
 
 const S: i64 = 1_000_000;
@@ -385,7 +387,13 @@ fn snapshot_restore_continues_identically() {
     let tail_a = &out_a[out_a.len() - out_b.len()..];
     assert!(!out_b.is_empty());
     assert_eq!(tail_a, &out_b[..]);
-    assert_eq!(a.stats(), b.stats());
+    // Every counter continues identically, but for the clicks freed: a snapshot leaves out the
+    // clicks below the horizon whose memory was not freed yet, so `b` never frees them.
+    let freed = |e: &Engine| EngineStats {
+        evicted_clicks: 0,
+        ..*e.stats()
+    };
+    assert_eq!(freed(&a), freed(&b));
 }
 
 #[test]

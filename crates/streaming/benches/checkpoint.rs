@@ -9,14 +9,17 @@
 //!
 //! For each live-state size N: N clicks are taken in (the warm-up, as a backlog), then the
 //! stream goes on at `--rate` clicks per second of event time (and a checkout per three clicks)
-//! with a tick every 200 ms of event time. The first ticks start a compaction (the changelog of
-//! the warm-up is far over its threshold), which runs while events flow; once its base is
-//! committed, `--steady-secs` more of the stream are measured on Redis itself (the server's
-//! `total_net_input_bytes`). Then the core is dropped without a shutdown (as SIGKILL leaves
-//! it) and the state restored from Redis, timed. Printed per size: changelog bytes per second
-//! and per click, the base's bytes, the amortized bytes per second at the default compaction
-//! ratio, the longest steps of the event loop (core call plus the inline changelog append)
-//! as p99 and max, restore time, and the process's peak RSS.
+//! with a tick every 200 ms of event time, as the worker ticks. The first ticks compact the
+//! warm-up's changelog into a first base while events flow. From that base's commit to the
+//! moment the next base is complete is one whole cycle of a long-running worker (changelog
+//! deltas, then a base written piece by piece): Redis's own `total_net_input_bytes` over it
+//! gives the bytes per second that really reach Redis. Then, right after a checkpoint and with
+//! the second base not yet switched in (the largest restore: a base and a whole changelog),
+//! the core is dropped without a shutdown, as SIGKILL leaves it, and the state restored from
+//! Redis, timed and compared with the live one. Printed per size: changelog bytes per second
+//! and per click, Redis input per second and per click over the cycle, the longest steps of
+//! the event loop (a core call plus the inline changelog append, which is all the loop waits
+//! for) as p99 and max, restore time, and the process's peak RSS (VmHWM).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,7 +64,7 @@ impl Stream {
     fn next(&mut self) -> Event {
         self.n += 1;
         let user = (self.rng.next() % 100_000) as i64;
-        if self.n % 4 == 0 {
+        if self.n.is_multiple_of(4) {
             let time = EventTime::from_micros(self.t as i64 - 2_000_000);
             return Event::Checkout(Checkout {
                 checkout_id: self.rng.id(),
@@ -90,11 +93,19 @@ impl Stream {
 }
 
 fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
@@ -120,14 +131,56 @@ async fn redis_input_bytes(url: &str) -> u64 {
 
 type Core = Delivery<(), ()>;
 
+/// Durations of the event loop's steps, µs, in a fixed histogram (1 µs buckets up to 1 s), so
+/// that measuring does not grow the process by millions of samples.
+struct Steps {
+    counts: Vec<u32>,
+    n: u64,
+    max: u64,
+}
+
+impl Default for Steps {
+    fn default() -> Self {
+        Steps {
+            counts: vec![0; 1_000_000],
+            n: 0,
+            max: 0,
+        }
+    }
+}
+
+impl Steps {
+    fn push(&mut self, micros: u64) {
+        let i = (micros as usize).min(self.counts.len() - 1);
+        self.counts[i] += 1;
+        self.n += 1;
+        self.max = self.max.max(micros);
+    }
+
+    fn percentile(&self, p: f64) -> u64 {
+        let want = (self.n as f64 * p).ceil() as u64;
+        let mut seen = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += u64::from(*c);
+            if seen >= want {
+                return i as u64;
+            }
+        }
+        self.max
+    }
+}
+
 /// What the driver measured.
 #[derive(Default)]
 struct Driver {
-    steps: Vec<u64>,
+    steps: Steps,
     log_bytes: u64,
     base_bytes: u64,
     base_lane: Vec<Command<(), ()>>,
-    committed: bool,
+    /// Bases committed.
+    committed: u64,
+    /// The second base is complete and its commit held back (the worst moment to crash).
+    held_commit: bool,
 }
 
 impl Driver {
@@ -162,6 +215,10 @@ impl Driver {
                 store.append_base(generation, &piece).await.expect("piece");
                 core.piece_written(generation);
             }
+            Command::CommitBase { generation, .. } if self.committed >= 1 => {
+                self.held_commit = true;
+                let _ = generation;
+            }
             Command::CommitBase {
                 generation,
                 base_from_seq,
@@ -173,7 +230,7 @@ impl Driver {
                     .await
                     .expect("commit");
                 core.base_committed(generation);
-                self.committed = true;
+                self.committed += 1;
             }
             Command::DropBase { generation } => store.drop_base(generation).await.expect("drop"),
             _ => {}
@@ -181,20 +238,13 @@ impl Driver {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
-}
-
-async fn one(url: &str, live: u64, rate: u64, steady_secs: u64) {
+async fn one(url: &str, live: u64, rate: u64) {
     let args = RedisArgs {
         redis_url: url.to_string(),
         ..RedisArgs::default()
     };
     let name = format!("bench:{live}:{rate}");
-    let store = Arc::new(CheckpointStore::new(&args, name).expect("store"));
+    let store = Arc::new(CheckpointStore::new(&args, name.clone()).expect("store"));
     store.reset().await.expect("reset");
     store.init().await.expect("init");
     // N clicks live at `rate`: the lookback spans N / rate seconds.
@@ -232,6 +282,11 @@ async fn one(url: &str, live: u64, rate: u64, steady_secs: u64) {
         driver.run(&mut core, &store).await;
     }
     let warm_secs = warm.elapsed().as_secs_f64();
+    eprintln!(
+        "after the warm-up: RSS {:.0} MB, peak {:.0} MB",
+        rss_mb(),
+        peak_rss_mb()
+    );
     // Steady: ticks every 200 ms of event time; compaction of the warm-up's state first.
     let per_tick = (rate as f64 * 0.2 * 4.0 / 3.0).max(1.0) as u64;
     let mut sim = 0i64;
@@ -239,8 +294,10 @@ async fn one(url: &str, live: u64, rate: u64, steady_secs: u64) {
     let mut events = 0u64;
     let compaction = Instant::now();
     let mut compaction_secs = 0.0;
-    let mut measured: Option<(u64, u64, i64, u64)> = None;
-    loop {
+    // From the first base's commit to the moment the second base is complete: one whole cycle
+    // of changelog and compaction, as a long-running worker repeats it.
+    let mut cycle: Option<(u64, u64, i64, u64)> = None;
+    while !driver.held_commit {
         for _ in 0..per_tick {
             let step = Instant::now();
             match stream.next() {
@@ -261,95 +318,156 @@ async fn one(url: &str, live: u64, rate: u64, steady_secs: u64) {
         core.tick(sim, sim);
         driver.run(&mut core, &store).await;
         driver.steps.push(step.elapsed().as_micros() as u64);
-        // The background writer keeps up with the pieces (two per tick at most).
+        // The background writer keeps up with the pieces (a few per tick).
         for _ in 0..4 {
             driver.base_step(&mut core, &store).await;
         }
         driver.run(&mut core, &store).await;
-        if driver.committed && measured.is_none() {
+        if driver.committed == 1 && cycle.is_none() {
+            eprintln!(
+                "first base committed: RSS {:.0} MB, peak {:.0} MB",
+                rss_mb(),
+                peak_rss_mb()
+            );
             compaction_secs = compaction.elapsed().as_secs_f64();
-            measured = Some((
+            cycle = Some((
                 redis_input_bytes(url).await,
                 driver.log_bytes,
                 sim,
                 stream.n,
             ));
+            // The loop's steps are measured over the cycle only.
+            driver.steps = Steps::default();
         }
-        if let Some((_, _, from, _)) = measured {
-            if sim - from >= steady_secs as i64 * 1_000_000 {
-                break;
-            }
-        }
-        assert!(ticks < 10_000_000, "the compaction never committed");
+        assert!(ticks < 100_000_000, "the second compaction never completed");
     }
-    let (redis_before, log_before, sim_from, n_from) = measured.unwrap_or_default();
+    let (redis_before, log_before, sim_from, n_from) = cycle.unwrap_or_default();
     let redis_bytes = redis_input_bytes(url).await - redis_before;
     let log_bytes = driver.log_bytes - log_before;
     let secs = (sim - sim_from) as f64 / 1e6;
     let clicks = (stream.n - n_from) * 3 / 4;
+    let base_bytes = core.base_bytes();
+    let steps = std::mem::take(&mut driver.steps);
     // The kill comes right after a checkpoint, so the restore can be checked against the
-    // live state (a kill at any other moment loses only what Pub/Sub redelivers).
+    // live state (a kill at any other moment loses only what Pub/Sub redelivers); the second
+    // base is not switched in yet: the restore reads the first base and the whole changelog.
     core.tick(sim + 5_000_000, sim + 5_000_000);
     driver.run(&mut core, &store).await;
     let live_at_crash = core.engine().live_clicks();
     let pending_at_crash = core.engine().pending_checkouts();
     let watermark_at_crash = core.engine().watermark();
     assert_eq!(core.unacked(), 0, "everything durable before the kill");
-    let base_bytes = core.base_bytes();
-    let mut steps = std::mem::take(&mut driver.steps);
-    steps.sort_unstable();
     let rss_before_restore = peak_rss_mb();
-    // SIGKILL: the core is gone without a shutdown; restore from Redis.
+    eprintln!(
+        "at the kill: RSS {:.0} MB, peak {rss_before_restore:.0} MB",
+        rss_mb()
+    );
+    eprintln!(
+        "at the kill: {live_at_crash} live clicks ({:.0} MB of click store), {} remembered checkout ids, {pending_at_crash} pending",
+        core.engine().click_state_bytes() as f64 / 1e6,
+        core.engine().remembered_checkouts()
+    );
+    // SIGKILL: the process is gone without a shutdown; a new process restores from Redis.
     drop(core);
     drop(driver);
-    let restore = Instant::now();
-    let loaded = streaming::state::load(&store, config, None, &CancellationToken::new())
-        .await
-        .expect("restore");
-    let restore_secs = restore.elapsed().as_secs_f64();
+    let exe = std::env::current_exe().expect("own path");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--restore",
+            &name,
+            "--lookback-micros",
+            &lookback_micros.to_string(),
+        ])
+        .env("REDIS_URL", url)
+        .output()
+        .expect("restore process");
+    let answer = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "restore failed: {answer}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |k: &str| -> String {
+        answer
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or("")
+            .to_string()
+    };
     assert_eq!(
-        loaded.engine.live_clicks(),
-        live_at_crash,
+        field("live="),
+        live_at_crash.to_string(),
         "live clicks restored"
     );
     assert_eq!(
-        loaded.engine.pending_checkouts(),
-        pending_at_crash,
+        field("pending="),
+        pending_at_crash.to_string(),
         "pending restored"
     );
     assert_eq!(
-        loaded.engine.watermark(),
-        watermark_at_crash,
+        field("watermark="),
+        format!("{:?}", watermark_at_crash.map(|w| w.as_micros())),
         "watermark restored"
     );
+    let restore_secs: f64 = field("secs=").parse().unwrap_or(0.0);
+    let restore_rss = field("rss_mb=");
+    let elements = field("elements=");
+    let restore_mb = field("mb=");
     let log_rate = log_bytes as f64 / secs;
-    // At the default ratio 1.0 a base is written once the changelog reaches its size.
-    let amortized = log_rate * 2.0;
     println!(
-        "live {live:>9} | rate {rate}/s | warm-up {warm_secs:.1} s | compaction of the base \
-         {:.0} MB took {compaction_secs:.1} s wall ({events} events meanwhile) | steady {secs:.0} s: \
-         changelog {:.1} KB/s = {:.0} B/click, Redis input {:.1} KB/s | amortized with \
-         compaction {:.1} KB/s | loop step p99 {:.2} ms, max {:.1} ms | restore {restore_secs:.2} s \
-         ({} elements, {:.0} MB) | peak RSS {rss_before_restore:.0} MB (after restore {:.0} MB)",
+        "live {live:>9} | rate {rate}/s | warm-up {warm_secs:.1} s, first base {:.0} MB in \
+         {compaction_secs:.1} s wall | one cycle: {secs:.0} s of event time, {clicks} clicks, \
+         changelog {:.1} KB/s = {:.0} B/click; Redis input with the next base {:.1} KB/s = \
+         {:.0} B/click | loop step p99 {:.2} ms, max {:.1} ms | restore before the second \
+         commit {restore_secs:.2} s in a new process ({elements} elements, {restore_mb} MB, \
+         peak RSS {restore_rss} MB) | peak RSS {rss_before_restore:.0} MB | {events} events, \
+         {ticks} ticks",
         base_bytes as f64 / 1e6,
         log_rate / 1e3,
         log_bytes as f64 / clicks.max(1) as f64,
         redis_bytes as f64 / secs / 1e3,
-        amortized / 1e3,
-        percentile(&steps, 0.99) as f64 / 1e3,
-        steps.last().copied().unwrap_or(0) as f64 / 1e3,
+        redis_bytes as f64 / clicks.max(1) as f64,
+        steps.percentile(0.99) as f64 / 1e3,
+        steps.max as f64 / 1e3,
+    );
+    if std::env::var_os("BENCH_KEEP").is_none() {
+        store.reset().await.expect("reset");
+    }
+}
+
+/// The restarted process: loads the checkpoint and prints what it found.
+async fn restore(url: &str, name: &str, lookback_micros: i64) {
+    let args = RedisArgs {
+        redis_url: url.to_string(),
+        ..RedisArgs::default()
+    };
+    let store = CheckpointStore::new(&args, name).expect("store");
+    let config = EngineConfig {
+        lookback_micros,
+        ..EngineConfig::default()
+    };
+    let started = Instant::now();
+    let loaded = streaming::state::load(&store, config, None, &CancellationToken::new())
+        .await
+        .expect("restore");
+    println!(
+        "secs={:.2} live={} pending={} watermark={:?} elements={} mb={:.0} rss_mb={:.0}",
+        started.elapsed().as_secs_f64(),
+        loaded.engine.live_clicks(),
+        loaded.engine.pending_checkouts(),
+        loaded.engine.watermark().map(|w| w.as_micros()),
         loaded.elements,
         loaded.bytes as f64 / 1e6,
-        peak_rss_mb(),
+        peak_rss_mb()
     );
-    drop(loaded);
-    store.reset().await.expect("reset");
 }
 
 fn main() {
     let mut live = vec![1_000_000u64];
+    let mut restore_name: Option<String> = None;
+    let mut lookback = 0i64;
     let mut rate = 2000u64;
-    let mut steady = 60u64;
+
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -360,7 +478,8 @@ fn main() {
                     .unwrap_or(live)
             }
             "--rate" => rate = args.next().and_then(|v| v.parse().ok()).unwrap_or(rate),
-            "--steady-secs" => steady = args.next().and_then(|v| v.parse().ok()).unwrap_or(steady),
+            "--restore" => restore_name = args.next(),
+            "--lookback-micros" => lookback = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             _ => {}
         }
     }
@@ -369,7 +488,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Some(name) = restore_name {
+        runtime.block_on(restore(&url, &name, lookback));
+        return;
+    }
     for n in live {
-        runtime.block_on(one(&url, n, rate, steady));
+        runtime.block_on(one(&url, n, rate));
     }
 }

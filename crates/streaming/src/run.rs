@@ -67,17 +67,17 @@ pub struct ServiceArgs {
         default_value_t = 64 << 20
     )]
     pub compact_min_bytes: u64,
-    /// Write a new base snapshot once the changelog holds this many times the base's bytes
-    /// (1.0: Redis receives at most about twice the changelog's bytes, a restore reads at most
-    /// about twice the live state).
-    #[arg(long = "compact-ratio", env = "COMPACT_RATIO", default_value_t = 1.0)]
+    /// Write a new base snapshot once the changelog holds this many times the base's bytes.
+    /// Redis then receives about (1 + 1/RATIO) times the changelog's bytes in all, and a
+    /// restore reads at most about (1 + RATIO) times the base: 2.0 gives 1.5x and 3x.
+    #[arg(long = "compact-ratio", env = "COMPACT_RATIO", default_value_t = 2.0)]
     pub compact_ratio: f64,
     /// Bytes of base snapshot encoded per tick (200 ms) during a compaction: bounds the event
-    /// loop's work per tick (4 MiB: about 10 ms) and sets how fast a base is written.
+    /// loop's work per tick and sets how fast a base is written (5 MiB/s by default).
     #[arg(
         long = "compact-piece-bytes",
         env = "COMPACT_PIECE_BYTES",
-        default_value_t = 4 << 20
+        default_value_t = 1 << 20
     )]
     pub compact_piece_bytes: usize,
     /// Rows per BigQuery flush at most.
