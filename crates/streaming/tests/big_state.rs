@@ -49,9 +49,54 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A private redis-server on a free port (users and checkpoint), stopped when dropped: the
+/// 5,000 users of this test must not become "known" users of the other suites, which share
+/// `REDIS_URL`.
+struct PrivateRedis(Child, String);
+
+impl PrivateRedis {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let child =
+            Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .args(["--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not open port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PrivateRedis(child, format!("redis://127.0.0.1:{port}"))
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Setup {
     suffix: String,
     dataset: String,
+    redis_url: String,
 }
 
 impl Setup {
@@ -86,7 +131,7 @@ impl Setup {
         cmd.arg("run")
             .env("PUBSUB_EMULATOR_HOST", env("PUBSUB_EMULATOR_HOST"))
             .env("BIGQUERY_EMULATOR_HOST", env("BIGQUERY_EMULATOR_HOST"))
-            .env("REDIS_URL", env("REDIS_URL"))
+            .env("REDIS_URL", &self.redis_url)
             .env("PROJECT_ID", "test-project")
             .env("CLICK_TOPIC", &p.click_topic)
             .env("CHECKOUT_TOPIC", &p.checkout_topic)
@@ -153,9 +198,12 @@ fn log_has(log: &Path, text: &str) -> bool {
 async fn hundreds_of_thousands_of_live_clicks_survive_a_kill_during_compaction() {
     firstclick_pubsub::install_crypto_provider();
     let suffix = format!("{:x}", std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = PrivateRedis::start(dir.path());
     let setup = Setup {
         dataset: format!("big_{suffix}"),
         suffix,
+        redis_url: redis.1.clone(),
     };
     let gcp = GcpArgs {
         project_id: "test-project".into(),
@@ -195,11 +243,10 @@ async fn hundreds_of_thousands_of_live_clicks_survive_a_kill_during_compaction()
         event_rate: CLICKS as f64 / 1200.0,
         ..GeneratorConfig::default()
     };
-    let dir = tempfile::tempdir().expect("temp dir");
     let files = DataSetPaths::in_dir(dir.path());
     write_data_set(Generator::new(config), &files, |_| {}).expect("files");
     let users = UserDirectory::new(&RedisArgs {
-        redis_url: env("REDIS_URL"),
+        redis_url: setup.redis_url.clone(),
         ..RedisArgs::default()
     })
     .expect("Redis settings");
