@@ -21,7 +21,19 @@ fn progress_bar(total: Option<u64>) -> Option<indicatif::ProgressBar> {
     })
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed as their chain of causes, never with a backtrace (they are the user's to
+/// act on).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("datagen: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     firstclick_pubsub::install_crypto_provider();
     let cli = Cli::parse();
     firstclick_cli::init_logging(&cli.log);

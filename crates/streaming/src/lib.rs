@@ -112,12 +112,18 @@ async fn state_command(cmd: args::StateCommand) -> anyhow::Result<()> {
                         "changelog         {} elements ({} replayed over the base, {} bytes)",
                         i.changelog_length, i.changelog_replayed, i.changelog_bytes
                     );
-                    match i.base_age_secs {
-                        Some(age) => println!(
-                            "base snapshot     generation {}, {} pieces, {} bytes, written {:.0} s ago",
-                            i.base_generation, i.base_pieces, i.base_bytes, age
+                    match (i.base_generation, i.base_age_secs) {
+                        (0, _) => {
+                            println!("base snapshot     none yet (everything is in the changelog)")
+                        }
+                        (g, age) => println!(
+                            "base snapshot     generation {g}, {} pieces, {} bytes, written {}",
+                            i.base_pieces,
+                            i.base_bytes,
+                            age.map_or("at an unknown time".to_string(), |a| format!(
+                                "{a:.0} s ago"
+                            ))
                         ),
-                        None => println!("base snapshot     none yet (everything is in the changelog)"),
                     }
                     println!("bytes in all      {}", i.base_bytes + i.changelog_bytes);
                     println!("clean shutdown    {}", i.clean_shutdown);

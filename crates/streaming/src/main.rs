@@ -6,6 +6,14 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
-    streaming::main_entry()
+/// Errors are printed as their chain of causes, never with a backtrace: they are the user's to
+/// act on (with `RUST_BACKTRACE` set in the environment, anyhow would print one).
+fn main() -> std::process::ExitCode {
+    match streaming::main_entry() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streaming: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use firstclick_checkpoint::{apply, describe, ElementKind};
+use firstclick_checkpoint::apply;
 use firstclick_delivery::Durable;
 use firstclick_engine::{Engine, EngineConfig, Restorer};
 use firstclick_redis::{CheckpointMeta, CheckpointStore, RedisError};
@@ -205,16 +205,6 @@ pub async fn inspect(
     };
     let log_len = store.log_len().await?;
     let loaded = load(store, config, None, forced).await?;
-    // One more look at the last delta, for its kind (a damaged one fails the load above).
-    if loaded.durable.next_seq > meta.log_head_seq {
-        let last = store
-            .read_log(loaded.durable.next_seq - meta.log_head_seq - 1, 1)
-            .await?;
-        if let Some(bytes) = last.first() {
-            let (kind, _) = describe(bytes)?;
-            debug_assert_eq!(kind, ElementKind::Delta);
-        }
-    }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
