@@ -19,7 +19,10 @@
 //! Redis, timed and compared with the live one. Printed per size: changelog bytes per second
 //! and per click, Redis input per second and per click over the cycle, the longest steps of
 //! the event loop (a core call plus the inline changelog append, which is all the loop waits
-//! for) as p99 and max, restore time, and the process's peak RSS (VmHWM).
+//! for) as p99 and max, restore time, and the process's peak RSS (VmHWM). With
+//! `--verify-rows`, the restarted process also replays the same events through a core that
+//! never crashed and requires the same state and, once a click far ahead makes every pending
+//! checkout final, the same rows (this holds two engines at once: use it up to a few million).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -238,7 +241,7 @@ impl Driver {
     }
 }
 
-async fn one(url: &str, live: u64, rate: u64) {
+async fn one(url: &str, live: u64, rate: u64, verify: bool) {
     let args = RedisArgs {
         redis_url: url.to_string(),
         ..RedisArgs::default()
@@ -371,13 +374,17 @@ async fn one(url: &str, live: u64, rate: u64) {
     drop(core);
     drop(driver);
     let exe = std::env::current_exe().expect("own path");
-    let out = std::process::Command::new(exe)
-        .args([
-            "--restore",
-            &name,
-            "--lookback-micros",
-            &lookback_micros.to_string(),
-        ])
+    let mut restart = std::process::Command::new(exe);
+    restart.args([
+        "--restore",
+        &name,
+        "--lookback-micros",
+        &lookback_micros.to_string(),
+    ]);
+    if verify {
+        restart.args(["--verify", &format!("{live},{rate},{ticks}")]);
+    }
+    let out = restart
         .env("REDIS_URL", url)
         .output()
         .expect("restore process");
@@ -413,6 +420,13 @@ async fn one(url: &str, live: u64, rate: u64) {
     let restore_rss = field("rss_mb=");
     let elements = field("elements=");
     let restore_mb = field("mb=");
+    let verified = if verify {
+        let v = field("verified=");
+        assert!(!v.is_empty(), "the restore was not verified: {answer}");
+        format!(" | {}", v.replace('_', " "))
+    } else {
+        String::new()
+    };
     let log_rate = log_bytes as f64 / secs;
     println!(
         "live {live:>9} | rate {rate}/s | warm-up {warm_secs:.1} s, first base {:.0} MB in \
@@ -421,7 +435,7 @@ async fn one(url: &str, live: u64, rate: u64) {
          {:.0} B/click | loop step p99 {:.2} ms, max {:.1} ms | restore before the second \
          commit {restore_secs:.2} s in a new process ({elements} elements, {restore_mb} MB, \
          peak RSS {restore_rss} MB) | peak RSS {rss_before_restore:.0} MB | {events} events, \
-         {ticks} ticks",
+         {ticks} ticks{verified}",
         base_bytes as f64 / 1e6,
         log_rate / 1e3,
         log_bytes as f64 / clicks.max(1) as f64,
@@ -435,8 +449,91 @@ async fn one(url: &str, live: u64, rate: u64) {
     }
 }
 
-/// The restarted process: loads the checkpoint and prints what it found.
-async fn restore(url: &str, name: &str, lookback_micros: i64) {
+/// The same events and ticks as `one` gave its core, through a core whose every write succeeds
+/// at once and that never crashes: the replay the restored state must equal.
+fn reference(live: u64, rate: u64, ticks: u64, config: EngineConfig) -> Core {
+    let mut core: Core = Delivery::new(
+        Engine::new(config),
+        Durable {
+            clean_shutdown: true,
+            ..Durable::default()
+        },
+        DeliveryConfig::default(),
+        0,
+    );
+    let answer = |core: &mut Core| {
+        while let Some(cmd) = core.poll() {
+            match cmd {
+                Command::WriteRows { batch, .. } => core.rows_written(batch),
+                Command::AppendLog { first_seq, .. } => core.log_appended(first_seq),
+                Command::WriteBasePiece { generation, .. } => core.piece_written(generation),
+                Command::CommitBase { generation, .. } => core.base_committed(generation),
+                _ => {}
+            }
+        }
+    };
+    let mut stream = Stream {
+        rng: Rng(0x9e37_79b9_7f4a_7c15),
+        t: 1.7e15,
+        step: 1e6 / rate as f64,
+        n: 0,
+    };
+    let feed = |core: &mut Core, stream: &mut Stream| match stream.next() {
+        Event::Click(c) => {
+            core.on_click(0, c, (), ());
+        }
+        Event::Checkout(c) => {
+            core.on_checkout(c, ());
+        }
+    };
+    while core.engine().live_clicks() < live as usize {
+        feed(&mut core, &mut stream);
+        answer(&mut core);
+    }
+    let per_tick = (rate as f64 * 0.2 * 4.0 / 3.0).max(1.0) as u64;
+    let mut sim = 0;
+    for _ in 0..ticks {
+        for _ in 0..per_tick {
+            feed(&mut core, &mut stream);
+            answer(&mut core);
+        }
+        sim += 200_000;
+        core.tick(sim, sim);
+        answer(&mut core);
+    }
+    core.tick(sim + 5_000_000, sim + 5_000_000);
+    answer(&mut core);
+    core
+}
+
+/// The rows both engines give once a click far ahead makes every pending checkout final.
+fn final_rows(engine: &mut Engine) -> Vec<(String, Option<String>)> {
+    let end = engine.max_click_time().map_or(0, |t| t.as_micros()) + 86_400_000_000;
+    engine.on_click(Click {
+        click_id: Id::Text("end".into()),
+        user_id: -1,
+        product_id: Id::Text("end".into()),
+        time: EventTime::from_micros(end),
+    });
+    let mut out = Vec::new();
+    engine.drain_final(&mut out);
+    engine.flush(&mut out);
+    let mut rows: Vec<(String, Option<String>)> = out
+        .into_iter()
+        .map(|f| {
+            (
+                f.checkout.checkout_id.to_string(),
+                f.click.map(|c| c.click_id.to_string()),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The restarted process: loads the checkpoint and prints what it found; with `verify`, also
+/// compares the state with the reference replay and the rows both give from there on.
+async fn restore(url: &str, name: &str, lookback_micros: i64, verify: Option<(u64, u64, u64)>) {
     let args = RedisArgs {
         redis_url: url.to_string(),
         ..RedisArgs::default()
@@ -460,12 +557,38 @@ async fn restore(url: &str, name: &str, lookback_micros: i64) {
         loaded.bytes as f64 / 1e6,
         peak_rss_mb()
     );
+    if let Some((live, rate, ticks)) = verify {
+        let reference = reference(live, rate, ticks, config);
+        let mut want = reference.engine().clone();
+        drop(reference);
+        let mut got = loaded.engine;
+        let freed = |e: &Engine| {
+            let mut s = e.snapshot();
+            s.stats.evicted_clicks = 0;
+            s
+        };
+        assert!(
+            freed(&got) == freed(&want),
+            "the restored state differs from the replay"
+        );
+        let (got_rows, want_rows) = (final_rows(&mut got), final_rows(&mut want));
+        assert_eq!(
+            got_rows, want_rows,
+            "rows after the restore differ from the replay"
+        );
+        println!(
+            "verified=state_and_{}_rows_equal_the_replay",
+            got_rows.len()
+        );
+    }
 }
 
 fn main() {
     let mut live = vec![1_000_000u64];
     let mut restore_name: Option<String> = None;
     let mut lookback = 0i64;
+    let mut verify: Option<(u64, u64, u64)> = None;
+    let mut verify_rows = false;
     let mut rate = 2000u64;
 
     let mut args = std::env::args().skip(1);
@@ -479,6 +602,13 @@ fn main() {
             }
             "--rate" => rate = args.next().and_then(|v| v.parse().ok()).unwrap_or(rate),
             "--restore" => restore_name = args.next(),
+            "--verify-rows" => verify_rows = true,
+            "--verify" => {
+                verify = args.next().and_then(|v| {
+                    let n: Vec<u64> = v.split(',').filter_map(|x| x.parse().ok()).collect();
+                    (n.len() == 3).then(|| (n[0], n[1], n[2]))
+                })
+            }
             "--lookback-micros" => lookback = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             _ => {}
         }
@@ -489,10 +619,10 @@ fn main() {
         .build()
         .expect("runtime");
     if let Some(name) = restore_name {
-        runtime.block_on(restore(&url, &name, lookback));
+        runtime.block_on(restore(&url, &name, lookback, verify));
         return;
     }
     for n in live {
-        runtime.block_on(one(&url, n, rate));
+        runtime.block_on(one(&url, n, rate, verify_rows));
     }
 }
