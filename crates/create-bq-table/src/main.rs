@@ -6,7 +6,7 @@
 //! emulator does, is reported but not fatal); 1 with a message on stderr otherwise.
 
 use clap::Parser;
-use create_bq_table::Cli;
+use firstclick_create_bq_table::Cli;
 
 fn main() -> std::process::ExitCode {
     // gcp-bigquery-client brings rustls; should another crate of the process bring a second
@@ -25,7 +25,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(create_bq_table::run(cli)) {
+    match runtime.block_on(firstclick_create_bq_table::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

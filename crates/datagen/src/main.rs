@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use datagen::cli::Cli;
-use datagen::files::{write_data_set, DataSetPaths};
-use datagen::publish::{publish, PublishTarget};
-use datagen::Generator;
+use firstclick_datagen::cli::Cli;
+use firstclick_datagen::files::{write_data_set, DataSetPaths};
+use firstclick_datagen::publish::{publish, PublishTarget};
+use firstclick_datagen::Generator;
 use firstclick_pubsub::Connection;
 use firstclick_redis::UserDirectory;
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
-use datagen::{Generator, GeneratorConfig};
+use firstclick_datagen::{Generator, GeneratorConfig};
 use firstclick_engine::{Engine, EngineConfig};
 use firstclick_model::{parse_checkout, parse_click, Checkout, Click, EventKind};
 use firstclick_replay::sink::CountingSink;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use datagen::{Generator, GeneratorConfig};
+use firstclick_datagen::{Generator, GeneratorConfig};
 use firstclick_model::{parse_checkout, parse_click, EventKind};
 use firstclick_replay::sink::NdjsonWriter;
 use firstclick_replay::Pipeline;

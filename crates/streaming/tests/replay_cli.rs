@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
 
-use datagen::files::{write_data_set, DataSetPaths};
-use datagen::{Generator, GeneratorConfig};
+use firstclick_datagen::files::{write_data_set, DataSetPaths};
+use firstclick_datagen::{Generator, GeneratorConfig};
 use firstclick_model::EventTime;
 use serde_json::Value;
 

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use datagen::files::DataSetPaths;
 use firstclick_bigquery::BigQuery;
+use firstclick_datagen::files::DataSetPaths;
 use firstclick_engine::EngineConfig;
 use firstclick_model::EventTime;
 use firstclick_replay::{replay, ReplayOptions, Summary};
