@@ -100,7 +100,7 @@ impl Worker {
             durable,
             ..
         } = loaded;
-        engine.expect_sources(click_streams);
+        engine.expect_streams(click_streams);
         let started = Instant::now();
         let core = Delivery::new(engine, durable, delivery, 0);
         let (base_tx, base_rx) = mpsc::unbounded_channel();
