@@ -43,8 +43,8 @@ pub mod table;
 
 pub use args::BigQueryArgs;
 pub use client::BigQuery;
-pub use error::{ApiError, ConnectError, EnsureError, QueryError, SinkError};
+pub use error::{ApiError, ConnectError, EnsureError, InsertError, QueryError};
 pub use query::Row;
 pub use sink::{InsertReport, RejectedRow, RowError, MAX_BATCH_BYTES, MAX_BATCH_ROWS};
 pub use storage_write::StorageWriter;
-pub use table::{EnsureReport, Outcome, PrimaryKeyOutcome, SchemaDifference};
+pub use table::{EnsureOutcome, EnsureReport, PrimaryKeyOutcome, SchemaDifference};

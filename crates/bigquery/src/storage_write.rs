@@ -13,7 +13,7 @@
 //! BigQuery names bad rows, none of the request is written; the bad rows are reported as
 //! permanent and the others of the request as retryable ([`RejectedRow::retryable`]). The
 //! emulator does not name rows: it refuses the whole request with `INVALID_ARGUMENT`, which
-//! arrives as a [`SinkError::Permanent`] for all its rows (use insertAll for per-row errors
+//! arrives as an [`InsertError::Permanent`] for all its rows (use insertAll for per-row errors
 //! there). The emulator's gRPC servicer also shares its DuckDB connection with the REST API
 //! without a lock: an append that overlaps a REST call can fail on either side with "connection
 //! is busy" (transient here; a refused query on the REST side).
@@ -33,7 +33,7 @@ use tonic::transport::Channel;
 use firstclick_model::schema::{ColumnMode, ColumnType, OUTPUT_COLUMNS};
 use firstclick_model::AttributedRow;
 
-use crate::error::{ApiError, ConnectError, SinkError};
+use crate::error::{ApiError, ConnectError, InsertError};
 use crate::sink::{InsertReport, RejectedRow, RowError};
 use crate::BigQuery;
 
@@ -223,7 +223,7 @@ impl StorageWriter {
     /// Appends `rows` to the `_default` stream, in requests of at most [`MAX_APPEND_ROWS`] rows,
     /// all on one `AppendRows` call. Outcomes as for [`BigQuery::insert_rows`], with the
     /// all-or-nothing rule of the module documentation.
-    pub async fn append_rows(&self, rows: &[AttributedRow]) -> Result<InsertReport, SinkError> {
+    pub async fn append_rows(&self, rows: &[AttributedRow]) -> Result<InsertReport, InsertError> {
         self.append_rows_with_limit(rows, MAX_APPEND_ROWS).await
     }
 
@@ -232,7 +232,7 @@ impl StorageWriter {
         &self,
         rows: &[AttributedRow],
         max_rows: usize,
-    ) -> Result<InsertReport, SinkError> {
+    ) -> Result<InsertReport, InsertError> {
         let mut report = InsertReport::default();
         if rows.is_empty() {
             return Ok(report);
@@ -277,12 +277,12 @@ impl StorageWriter {
         let mut client = self.client.clone();
         let transient_or_not = |report: InsertReport, cause: ApiError| {
             if cause.transient {
-                SinkError::Transient {
+                InsertError::Transient {
                     done: report,
                     cause,
                 }
             } else {
-                SinkError::Permanent {
+                InsertError::Permanent {
                     done: report,
                     cause,
                 }

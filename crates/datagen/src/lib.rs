@@ -5,7 +5,7 @@
 //! `streaming` pipes them straight into the engine.
 //!
 //! # Layout
-//! - [`cli`]: the `datagen` binary's command line.
+//! - [`cli`]: [`DatagenCli`], the `datagen` binary's command line.
 //! - [`config`]: [`GeneratorConfig`], the knobs (seed, sizes, rates, disorder, faults), as clap
 //!   flags with environment variables.
 //! - [`generator`]: [`Generator`], an iterator of [`GeneratedEvent`]s in arrival order.
@@ -25,5 +25,6 @@ pub mod files;
 pub mod generator;
 pub mod publish;
 
+pub use cli::DatagenCli;
 pub use config::{GeneratorConfig, TimestampFormat};
 pub use generator::{GeneratedEvent, Generator, GeneratorStats, User};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use firstclick_datagen::cli::Cli;
+use firstclick_datagen::cli::DatagenCli;
 use firstclick_datagen::files::{write_data_set, DataSetPaths};
 use firstclick_datagen::publish::{publish, PublishTarget};
 use firstclick_datagen::Generator;
@@ -23,7 +23,7 @@ fn progress_bar(total: Option<u64>) -> Option<indicatif::ProgressBar> {
 
 fn main() -> anyhow::Result<()> {
     firstclick_pubsub::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = DatagenCli::parse();
     firstclick_cli::init_logging(&cli.log);
     if !(cli.rate.is_finite() && cli.rate >= 0.0) {
         anyhow::bail!(
@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn write_files(cli: Cli, dir: PathBuf) -> anyhow::Result<()> {
+fn write_files(cli: DatagenCli, dir: PathBuf) -> anyhow::Result<()> {
     let Some(clicks) = cli.generator.clicks else {
         anyhow::bail!("expected --clicks N with --out: a file data set must be bounded");
     };
@@ -76,7 +76,7 @@ fn write_files(cli: Cli, dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn publish_all(cli: Cli) -> anyhow::Result<()> {
+async fn publish_all(cli: DatagenCli) -> anyhow::Result<()> {
     let conn = Connection::connect(&cli.gcp, &cli.pubsub)
         .await
         .context("cannot reach Pub/Sub")?;

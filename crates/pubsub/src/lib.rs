@@ -21,7 +21,9 @@ pub mod error;
 pub mod publisher;
 pub mod subscriber;
 
-pub use admin::{ensure_topology, Admin, Outcome, ResourceKind, ResourceStatus, TopologyReport};
+pub use admin::{
+    ensure_topology, Admin, ResourceKind, ResourceOutcome, ResourceStatus, TopologyReport,
+};
 pub use args::{PubSubArgs, Topology};
 pub use connection::{Connection, Target};
 pub use error::PubSubError;

@@ -11,7 +11,7 @@ use firstclick_engine::{CheckoutOutcome, ClickOutcome, Engine, EngineConfig, Fin
 use firstclick_model::{Checkout, Click, EventTime};
 
 pub use crate::sink::RowSink;
-use crate::sink::{LateClickRecord, NdjsonWriter, SinkError};
+use crate::sink::{FileSinkError, LateClickRecord, NdjsonWriter};
 use crate::summary::Summary;
 use crate::users::UserNames;
 
@@ -61,7 +61,7 @@ impl<S: RowSink> Pipeline<S> {
     }
 
     /// Takes in a click.
-    pub fn click(&mut self, click: Click) -> Result<(), SinkError> {
+    pub fn click(&mut self, click: Click) -> Result<(), FileSinkError> {
         self.summary.events_read += 1;
         let watermark = self.engine.watermark();
         let maybe_late = self.late.is_some() && watermark.is_some_and(|w| click.time < w);
@@ -83,7 +83,7 @@ impl<S: RowSink> Pipeline<S> {
     }
 
     /// Takes in a checkout.
-    pub fn checkout(&mut self, checkout: Checkout) -> Result<(), SinkError> {
+    pub fn checkout(&mut self, checkout: Checkout) -> Result<(), FileSinkError> {
         self.summary.events_read += 1;
         if self.engine.on_checkout(checkout) == CheckoutOutcome::Late
             && self.engine.drain_final(&mut self.finals) > 0
@@ -99,7 +99,7 @@ impl<S: RowSink> Pipeline<S> {
         self.summary.bad += 1;
     }
 
-    fn emit(&mut self) -> Result<(), SinkError> {
+    fn emit(&mut self) -> Result<(), FileSinkError> {
         let now = wall_clock();
         for f in self.finals.drain(..) {
             let name = self.users.get(&f.checkout.user_id).cloned();
@@ -114,7 +114,7 @@ impl<S: RowSink> Pipeline<S> {
 
     /// Ends the input: every pending checkout is written, outputs are flushed, and the summary
     /// and the sink are handed back.
-    pub fn finish(mut self) -> Result<(Summary, S), SinkError> {
+    pub fn finish(mut self) -> Result<(Summary, S), FileSinkError> {
         self.engine.flush(&mut self.finals);
         self.emit()?;
         self.sink.flush()?;

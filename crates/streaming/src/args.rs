@@ -19,10 +19,10 @@ use firstclick_model::AttributionModel;
     long_about,
     args_conflicts_with_subcommands = true
 )]
-pub struct Cli {
+pub struct StreamingCli {
     /// What to run.
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<StreamingCommand>,
 
     /// The streaming service's settings (when no subcommand is given).
     #[command(flatten)]
@@ -35,7 +35,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub enum StreamingCommand {
     /// Run the streaming service (the default when a cloud is configured).
     Run(Box<crate::run::RunArgs>),
     /// Replay NDJSON files of clicks and checkouts through the engine into NDJSON rows.
@@ -184,6 +184,6 @@ mod tests {
     /// Every flattened connector's flags fit together (unique names, valid defaults).
     #[test]
     fn command_line_is_consistent() {
-        Cli::command().debug_assert();
+        StreamingCli::command().debug_assert();
     }
 }

@@ -29,9 +29,9 @@ pub mod worker;
 
 use clap::Parser;
 
-use args::{Cli, Command};
+use args::StreamingCommand;
 
-pub use args::Cli as StreamingCli;
+pub use args::StreamingCli;
 
 fn cloud_configured() -> bool {
     ["PUBSUB_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"]
@@ -42,21 +42,21 @@ fn cloud_configured() -> bool {
 /// Parses the command line and runs the chosen mode.
 pub fn main_entry() -> anyhow::Result<()> {
     firstclick_pubsub::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = StreamingCli::parse();
     firstclick_cli::init_logging(&cli.log);
     match cli.command {
-        Some(Command::Replay(args)) => replay_cmd::run(args),
-        Some(Command::Demo(args)) => demo::run(args),
-        Some(Command::Run(args)) => run_service(*args),
-        Some(Command::State(cmd)) => in_runtime(state_command(cmd)),
+        Some(StreamingCommand::Replay(args)) => replay_cmd::run(args),
+        Some(StreamingCommand::Demo(args)) => demo::run(args),
+        Some(StreamingCommand::Run(args)) => run_service(*args),
+        Some(StreamingCommand::State(cmd)) => in_runtime(state_command(cmd)),
         None if cloud_configured() => run_service(*cli.run),
         None => {
             tracing::info!(
                 "no cloud configured (neither PUBSUB_EMULATOR_HOST nor \
                  GOOGLE_APPLICATION_CREDENTIALS is set): running the embedded demo"
             );
-            match Cli::parse_from(["streaming", "demo"]).command {
-                Some(Command::Demo(args)) => demo::run(args),
+            match StreamingCli::parse_from(["streaming", "demo"]).command {
+                Some(StreamingCommand::Demo(args)) => demo::run(args),
                 _ => anyhow::bail!("internal error: the demo subcommand did not parse"),
             }
         }
