@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`time`]: event time as integer microseconds since the Unix epoch; parsing of RFC 3339 and
-//!   of the producers' `YYYY-MM-DD HH:MM:SS.mmm` form, and RFC 3339 formatting.
+//!   of the producers' `YYYY-MM-DD HH:MM:SS.mmm` form, RFC 3339 formatting, and
+//!   [`time::wall_clock`] for the services' own bookkeeping.
 //! - [`id`]: a compact identifier that stores canonical UUIDs in 16 bytes and anything else as text.
 //! - [`event`]: [`Click`] and [`Checkout`], parsed and validated from one JSON message each.
 //! - `scan` (private): the single-pass JSON scanner behind the fast path of [`event`].
@@ -12,7 +13,8 @@
 //! - [`schema`]: the output table's columns, partitioning, clustering and key.
 //! - [`user`]: the users file format used by replays and the file generator.
 //!
-//! Nothing here does I/O; every other crate of the workspace builds on these types.
+//! Nothing here does I/O (only [`time::wall_clock`] reads the system clock); every other crate
+//! of the workspace builds on these types.
 
 pub mod error;
 pub mod event;

@@ -5,10 +5,10 @@
 //! [`RowSink`]. Late clicks go to an optional late output. Used by the file replay and the
 //! embedded demo; the streaming service has its own asynchronous shell around the same engine.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, Engine, EngineConfig, FinalCheckout};
-use firstclick_model::{Checkout, Click, EventTime};
+use firstclick_model::{Checkout, Click};
 
 pub use crate::sink::RowSink;
 use crate::sink::{FileSinkError, LateClickRecord, NdjsonWriter};
@@ -24,15 +24,6 @@ pub struct Pipeline<S: RowSink> {
     finals: Vec<FinalCheckout>,
     summary: Summary,
     started: Instant,
-}
-
-/// The current wall-clock time as an event time.
-pub fn wall_clock() -> EventTime {
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    EventTime::from_micros(micros)
 }
 
 impl<S: RowSink> Pipeline<S> {
@@ -100,7 +91,7 @@ impl<S: RowSink> Pipeline<S> {
     }
 
     fn emit(&mut self) -> Result<(), FileSinkError> {
-        let now = wall_clock();
+        let now = firstclick_model::time::wall_clock();
         for f in self.finals.drain(..) {
             let name = self.users.get(&f.checkout.user_id).cloned();
             if name.is_none() {

@@ -215,10 +215,7 @@ pub async fn inspect(
             debug_assert_eq!(kind, ElementKind::Delta);
         }
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = (firstclick_model::time::wall_clock().as_micros() / 1000) as u64;
     let engine = &loaded.engine;
     Ok(Some(Inspection {
         keys: vec![

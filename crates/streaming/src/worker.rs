@@ -20,6 +20,7 @@ use bytes::Bytes;
 use firstclick_bigquery::BigQuery;
 use firstclick_delivery::{Command, Delivery, DeliveryConfig};
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, FinalCheckout};
+use firstclick_model::time::wall_clock;
 use firstclick_model::{AttributedRow, EventTime, UserId};
 use firstclick_pubsub::{AckHandle, OutgoingMessage, Publisher};
 use firstclick_redis::{CheckpointStore, UserDirectory};
@@ -74,13 +75,6 @@ pub struct Worker {
     base_done: mpsc::UnboundedReceiver<anyhow::Result<BaseDone>>,
     started: Instant,
     last_stats: Instant,
-}
-
-fn wall_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 impl Worker {
@@ -139,7 +133,7 @@ impl Worker {
                 biased;
                 _ = tick.tick() => {
                     let step = Instant::now();
-                    self.core.tick(self.now(), wall_micros());
+                    self.core.tick(self.now(), wall_clock().as_micros());
                     self.stepped(step);
                     self.run_commands().await?;
                     self.on_tick();
@@ -224,7 +218,7 @@ impl Worker {
         Metrics::set(&m.state_changelog_bytes, self.core.log_bytes());
         if let Some(w) = engine.watermark() {
             m.watermark_micros.store(w.as_micros(), Ordering::Relaxed);
-            let lag = (wall_micros() - w.as_micros()) / 1000;
+            let lag = (wall_clock().as_micros() - w.as_micros()) / 1000;
             m.watermark_lag_ms.store(lag, Ordering::Relaxed);
         }
     }
@@ -333,7 +327,7 @@ impl Worker {
         )
         .await
         .context("cannot look up user names")?;
-        let now = EventTime::from_micros(wall_micros());
+        let now = wall_clock();
         let rows: Vec<AttributedRow> = finals
             .into_iter()
             .map(|f| {
@@ -459,7 +453,7 @@ async fn base_lane(
                 pieces,
                 bytes,
             } => {
-                let now_ms = (wall_micros() / 1000) as u64;
+                let now_ms = (wall_clock().as_micros() / 1000) as u64;
                 retry("Redis (checkpoint base)", &forced, transient, || {
                     store.commit_base(generation, base_from_seq, pieces, bytes, now_ms)
                 })
