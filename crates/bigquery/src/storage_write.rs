@@ -45,52 +45,52 @@ const MAX_APPEND_BYTES: usize = 9_000_000;
 /// One output row as protobuf; tags are the columns' positions in [`OUTPUT_COLUMNS`] plus one
 /// (a unit test holds them together).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ProtoRow {
+pub(crate) struct ProtoRow {
     /// `checkout_id`
     #[prost(string, required, tag = "1")]
-    pub checkout_id: String,
+    pub(crate) checkout_id: String,
     /// `user_id`
     #[prost(string, optional, tag = "2")]
-    pub user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     /// `user_name`
     #[prost(string, optional, tag = "3")]
-    pub user_name: Option<String>,
+    pub(crate) user_name: Option<String>,
     /// `product_id`
     #[prost(string, optional, tag = "4")]
-    pub product_id: Option<String>,
+    pub(crate) product_id: Option<String>,
     /// `payment_method`
     #[prost(string, optional, tag = "5")]
-    pub payment_method: Option<String>,
+    pub(crate) payment_method: Option<String>,
     /// `total_amount`, NUMERIC as decimal text.
     #[prost(string, optional, tag = "6")]
-    pub total_amount: Option<String>,
+    pub(crate) total_amount: Option<String>,
     /// `shipping_address`
     #[prost(string, optional, tag = "7")]
-    pub shipping_address: Option<String>,
+    pub(crate) shipping_address: Option<String>,
     /// `billing_address`
     #[prost(string, optional, tag = "8")]
-    pub billing_address: Option<String>,
+    pub(crate) billing_address: Option<String>,
     /// `user_agent`
     #[prost(string, optional, tag = "9")]
-    pub user_agent: Option<String>,
+    pub(crate) user_agent: Option<String>,
     /// `ip_address`
     #[prost(string, optional, tag = "10")]
-    pub ip_address: Option<String>,
+    pub(crate) ip_address: Option<String>,
     /// `checkout_time`, microseconds since the epoch.
     #[prost(int64, required, tag = "11")]
-    pub checkout_time: i64,
+    pub(crate) checkout_time: i64,
     /// `click_id`
     #[prost(string, optional, tag = "12")]
-    pub click_id: Option<String>,
+    pub(crate) click_id: Option<String>,
     /// `click_time`, microseconds since the epoch.
     #[prost(int64, optional, tag = "13")]
-    pub click_time: Option<i64>,
+    pub(crate) click_time: Option<i64>,
     /// `attribution_model`
     #[prost(string, optional, tag = "14")]
-    pub attribution_model: Option<String>,
+    pub(crate) attribution_model: Option<String>,
     /// `processed_at`, microseconds since the epoch.
     #[prost(int64, optional, tag = "15")]
-    pub processed_at: Option<i64>,
+    pub(crate) processed_at: Option<i64>,
 }
 
 /// A NUMERIC's text: at most 9 decimals (BigQuery's scale), no trailing zeros, no exponent.
@@ -128,7 +128,7 @@ impl From<&AttributedRow> for ProtoRow {
 }
 
 /// The writer schema sent with the rows, from [`OUTPUT_COLUMNS`].
-pub fn table_descriptor() -> TableDescriptor {
+pub(crate) fn table_descriptor() -> TableDescriptor {
     let field_descriptors = OUTPUT_COLUMNS
         .iter()
         .zip(1u32..)

@@ -204,13 +204,13 @@ fn field(c: &Column) -> TableFieldSchema {
 }
 
 /// The output table's schema, from [`OUTPUT_COLUMNS`] (types, modes, descriptions).
-pub fn output_schema() -> TableSchema {
+pub(crate) fn output_schema() -> TableSchema {
     TableSchema::new(OUTPUT_COLUMNS.iter().map(field).collect())
 }
 
 /// The table resource we create: schema, day partitioning on [`PARTITION_COLUMN`], clustering on
 /// [`CLUSTER_COLUMNS`].
-pub fn output_table(project: &str, dataset: &str, table: &str) -> Table {
+pub(crate) fn output_table(project: &str, dataset: &str, table: &str) -> Table {
     Table::new(project, dataset, table, output_schema())
         .description(TABLE_DESCRIPTION)
         .time_partitioning(TimePartitioning::per_day().field(PARTITION_COLUMN))
@@ -240,7 +240,7 @@ fn mode_of(f: &TableFieldSchema) -> String {
 
 /// Compares an existing table's columns with ours. Returns the blocking differences, and notes
 /// about differing descriptions.
-pub fn compare_schema(found: &TableSchema) -> (Vec<SchemaDifference>, Vec<String>) {
+pub(crate) fn compare_schema(found: &TableSchema) -> (Vec<SchemaDifference>, Vec<String>) {
     let found_fields = found.fields.as_deref().unwrap_or_default();
     let mut diffs = Vec::new();
     let mut notes = Vec::new();

@@ -7,10 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use firstclick_datagen::cli::DatagenCli;
-use firstclick_datagen::files::{write_data_set, DataSetPaths};
-use firstclick_datagen::publish::{publish, PublishTarget};
-use firstclick_datagen::Generator;
+use firstclick_datagen::{
+    publish, write_data_set, DataSetPaths, DatagenCli, Generator, PublishTarget,
+};
 use firstclick_pubsub::Connection;
 use firstclick_redis::UserDirectory;
 

@@ -13,7 +13,7 @@ use crate::connection::Connection;
 use crate::error::{code_of, PubSubError};
 
 /// Ack deadline of the subscriptions `ensure_topology` creates.
-pub const ACK_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const ACK_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A topic or a subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,8 +10,7 @@ use std::time::Instant;
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, Engine, EngineConfig, FinalCheckout};
 use firstclick_model::{Checkout, Click};
 
-pub use crate::sink::RowSink;
-use crate::sink::{FileSinkError, LateClickRecord, NdjsonWriter};
+use crate::sink::{FileSinkError, LateClickRecord, NdjsonWriter, RowSink};
 use crate::summary::Summary;
 use crate::users::UserNames;
 

@@ -119,7 +119,7 @@ impl RowSink for CountingSink {
 
 /// Rows batched to a writer thread that serializes and writes them, so the engine's thread
 /// does not spend its time on JSON and system calls.
-pub struct BackgroundWriter {
+pub(crate) struct BackgroundWriter {
     batch: Vec<AttributedRow>,
     tx: Option<crossbeam_channel::Sender<Vec<AttributedRow>>>,
     handle: Option<std::thread::JoinHandle<Result<NdjsonWriter, FileSinkError>>>,
@@ -131,7 +131,7 @@ impl BackgroundWriter {
     const BATCH: usize = 1024;
 
     /// Starts the writer thread around `inner`.
-    pub fn spawn(mut inner: NdjsonWriter) -> Result<Self, FileSinkError> {
+    pub(crate) fn spawn(mut inner: NdjsonWriter) -> Result<Self, FileSinkError> {
         let path = inner.path.clone();
         let (tx, rx) = crossbeam_channel::bounded::<Vec<AttributedRow>>(4);
         let handle = std::thread::Builder::new()
@@ -207,26 +207,30 @@ impl RowSink for BackgroundWriter {
 
 /// A late click as written to the late output.
 #[derive(serde::Serialize)]
-pub struct LateClickRecord<'a> {
+pub(crate) struct LateClickRecord<'a> {
     /// The click.
-    pub click_id: String,
+    pub(crate) click_id: String,
     /// The user.
-    pub user_id: i64,
+    pub(crate) user_id: i64,
     /// The product.
-    pub product_id: String,
+    pub(crate) product_id: String,
     /// Its event time.
-    pub datetime_occured: String,
+    pub(crate) datetime_occured: String,
     /// The watermark when it arrived.
-    pub watermark: String,
+    pub(crate) watermark: String,
     /// Whether it was still kept for checkouts not final yet.
-    pub kept_for_pending: bool,
+    pub(crate) kept_for_pending: bool,
     /// Why it is here.
-    pub reason: &'a str,
+    pub(crate) reason: &'a str,
 }
 
 impl<'a> LateClickRecord<'a> {
     /// The record of `click`, late against `watermark`.
-    pub fn new(click: &Click, watermark: Option<firstclick_model::EventTime>, kept: bool) -> Self {
+    pub(crate) fn new(
+        click: &Click,
+        watermark: Option<firstclick_model::EventTime>,
+        kept: bool,
+    ) -> Self {
         LateClickRecord {
             click_id: click.click_id.to_string(),
             user_id: click.user_id,
@@ -242,17 +246,17 @@ impl<'a> LateClickRecord<'a> {
 
 /// A refused line as written to the dead-letter output.
 #[derive(serde::Serialize)]
-pub struct DeadLetterRecord<'a> {
+pub(crate) struct DeadLetterRecord<'a> {
     /// `click` or `checkout`.
-    pub stream: &'a str,
+    pub(crate) stream: &'a str,
     /// Source file.
-    pub file: &'a str,
+    pub(crate) file: &'a str,
     /// 1-based line number.
-    pub line: u64,
+    pub(crate) line: u64,
     /// The offending field, if one is to blame.
-    pub field: Option<&'a str>,
+    pub(crate) field: Option<&'a str>,
     /// Why it was refused.
-    pub reason: &'a str,
+    pub(crate) reason: &'a str,
     /// The line (cut to 1,000 bytes).
-    pub text: &'a str,
+    pub(crate) text: &'a str,
 }

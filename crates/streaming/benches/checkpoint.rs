@@ -447,9 +447,10 @@ async fn restore(url: &str, name: &str, lookback_micros: i64) {
         ..EngineConfig::default()
     };
     let started = Instant::now();
-    let loaded = firstclick_streaming::state::load(&store, config, None, &CancellationToken::new())
-        .await
-        .expect("restore");
+    let loaded =
+        firstclick_streaming::load_checkpoint(&store, config, None, &CancellationToken::new())
+            .await
+            .expect("restore");
     println!(
         "secs={:.2} live={} pending={} watermark={:?} elements={} mb={:.0} rss_mb={:.0}",
         started.elapsed().as_secs_f64(),

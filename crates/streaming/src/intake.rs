@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 
 /// A valid event on its way to the worker.
-pub enum Input {
+pub(crate) enum Input {
     /// A click, its raw message (for the late topic) and its ack handle.
     Click {
         /// The parsed click.
@@ -42,22 +42,22 @@ pub enum Input {
 }
 
 /// What an intake task needs besides its subscription.
-pub struct IntakeContext {
+pub(crate) struct IntakeContext {
     /// Which stream the subscription carries.
-    pub kind: EventKind,
+    pub(crate) kind: EventKind,
     /// Where valid events go.
-    pub tx: mpsc::Sender<Input>,
+    pub(crate) tx: mpsc::Sender<Input>,
     /// Where bad messages go.
-    pub dead_letter: Arc<Publisher>,
+    pub(crate) dead_letter: Arc<Publisher>,
     /// Counters.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Event times further than this ahead of the wall clock are refused, µs.
-    pub max_future_micros: i64,
+    pub(crate) max_future_micros: i64,
 }
 
 /// Pulls until `stop` is cancelled and the subscription is drained, then hands the subscription
 /// back (so the caller can shut it down once every ack handle is settled).
-pub async fn run(
+pub(crate) async fn run(
     mut sub: Subscription,
     ctx: IntakeContext,
     stop: CancellationToken,

@@ -39,23 +39,23 @@ type Core = Delivery<AckHandle, Bytes>;
 
 /// The worker's knobs besides the delivery core's.
 #[derive(Clone, Debug)]
-pub struct WorkerConfig {
+pub(crate) struct WorkerConfig {
     /// How often the stats line is logged.
-    pub stats_interval: Duration,
+    pub(crate) stats_interval: Duration,
 }
 
 /// The services the worker writes to.
-pub struct WorkerIo {
+pub(crate) struct WorkerIo {
     /// User names.
-    pub users: Arc<UserDirectory>,
+    pub(crate) users: Arc<UserDirectory>,
     /// The output table.
-    pub bigquery: BigQuery,
+    pub(crate) bigquery: BigQuery,
     /// Late clicks go here.
-    pub late: Arc<Publisher>,
+    pub(crate) late: Arc<Publisher>,
     /// Rows BigQuery refuses for good go here.
-    pub dead_letter: Arc<Publisher>,
+    pub(crate) dead_letter: Arc<Publisher>,
     /// Checkpoints.
-    pub store: Arc<CheckpointStore>,
+    pub(crate) store: Arc<CheckpointStore>,
 }
 
 /// A base-lane result reported back to the core.
@@ -65,7 +65,7 @@ enum BaseDone {
 }
 
 /// See the module documentation.
-pub struct Worker {
+pub(crate) struct Worker {
     core: Core,
     io: WorkerIo,
     cfg: WorkerConfig,
@@ -80,7 +80,7 @@ pub struct Worker {
 impl Worker {
     /// Builds the worker over a restored engine. `forced` aborts waits for services that are
     /// down.
-    pub fn new(
+    pub(crate) fn new(
         loaded: Loaded,
         click_streams: usize,
         io: WorkerIo,
@@ -125,7 +125,7 @@ impl Worker {
 
     /// Runs until the input channel closes (the intake tasks stop on a graceful shutdown), then
     /// flushes, checkpoints and acknowledges everything.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {

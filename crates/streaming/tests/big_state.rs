@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
 use firstclick_cli::GcpArgs;
-use firstclick_datagen::files::{write_data_set, DataSetPaths};
-use firstclick_datagen::{Generator, GeneratorConfig};
+use firstclick_datagen::{write_data_set, DataSetPaths, Generator, GeneratorConfig};
 use firstclick_pubsub::{
     ensure_topology, Admin, Connection, OutgoingMessage, PubSubArgs, Publisher,
 };

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
 use firstclick_cli::GcpArgs;
-use firstclick_datagen::files::{write_data_set, DataSetPaths};
-use firstclick_datagen::publish::{publish, PublishTarget};
-use firstclick_datagen::{Generator, GeneratorConfig};
+use firstclick_datagen::{
+    publish, write_data_set, DataSetPaths, Generator, GeneratorConfig, PublishTarget,
+};
 use firstclick_model::EventTime;
 use firstclick_pubsub::{
     ensure_topology, Connection, OutgoingMessage, PubSubArgs, Publisher, SubscribeOptions,
