@@ -2,6 +2,10 @@
 //! ([`run`]), so that deployment checks can read the flags and environment variables of the
 //! binary without running it. The binary (`src/main.rs`) only installs the crypto provider,
 //! parses and calls [`run`].
+//!
+//! # Layout
+//! No modules: `src/lib.rs` holds [`CreateBqTableCli`] and [`run`]; `src/main.rs` is the binary;
+//! `tests/cli.rs` runs the binary against the emulator.
 
 use anyhow::Context;
 use clap::Parser;

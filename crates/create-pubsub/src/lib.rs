@@ -2,6 +2,10 @@
 //! that deployment checks can read the flags and environment variables of the binary without
 //! running it. The binary (`src/main.rs`) only installs the crypto provider, parses and calls
 //! [`run`].
+//!
+//! # Layout
+//! No modules: `src/lib.rs` holds [`CreatePubSubCli`] and [`run`]; `src/main.rs` is the binary;
+//! `tests/cli.rs` runs the binary against the emulator.
 
 use anyhow::Context as _;
 use clap::Parser;

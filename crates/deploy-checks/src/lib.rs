@@ -7,3 +7,6 @@
 //! variable renamed on one side only fails `cargo test -p firstclick-deploy-checks`.
 //! `scripts/check-deploy` runs these tests next to the compose validation, the Dockerfile linter
 //! and the diagram check.
+//!
+//! # Layout
+//! No modules: `src/lib.rs` is this page; `tests/compose_env.rs` holds the checks.

@@ -7,7 +7,8 @@
 //!   [`time::wall_clock`] for the services' own bookkeeping.
 //! - [`id`]: a compact identifier that stores canonical UUIDs in 16 bytes and anything else as text.
 //! - [`event`]: [`Click`] and [`Checkout`], parsed and validated from one JSON message each.
-//! - `scan` (private): the single-pass JSON scanner behind the fast path of [`event`].
+//! - `scan` (private): the single-pass JSON scanner behind the fast path of [`event`]; its
+//!   property tests against serde_json are `event::equivalence_tests` (test builds only).
 //! - [`error`]: [`BadMessage`], which names the field and the reason a message was refused.
 //! - [`row`]: [`AttributedRow`], one output row per checkout, and its JSON form.
 //! - [`schema`]: the output table's columns, partitioning, clustering and key.
