@@ -43,7 +43,7 @@ pub(crate) enum Input {
 
 /// What an intake task needs besides its subscription.
 pub(crate) struct IntakeContext {
-    /// Which stream the subscription carries.
+    /// Which events the subscription carries (clicks or checkouts).
     pub(crate) kind: EventKind,
     /// Where valid events go.
     pub(crate) tx: mpsc::Sender<Input>,
