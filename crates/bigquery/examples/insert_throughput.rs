@@ -88,7 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             .await?
                     }
                 };
-                Ok::<_, firstclick_bigquery::SinkError>((t.elapsed(), report))
+                Ok::<_, firstclick_bigquery::InsertError>((t.elapsed(), report))
             }
         });
         for result in futures::future::join_all(calls).await {

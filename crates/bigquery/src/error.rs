@@ -280,7 +280,7 @@ impl QueryError {
 /// were not written: retry them (transient) or dead-letter them (permanent). Re-sending rows that
 /// did land is harmless: `checkout_id` is the insertId and the `_dedup` view hides the rest.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub enum InsertError {
     /// BigQuery is unreachable, overloaded or failing: keep the rows, retry with backoff.
     #[error("{cause} ({} leading rows were handled before)", done.attempted)]
     Transient {
@@ -300,16 +300,16 @@ pub enum SinkError {
     },
 }
 
-impl SinkError {
+impl InsertError {
     /// True when the caller should retry the remaining rows with backoff.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SinkError::Transient { .. })
+        matches!(self, InsertError::Transient { .. })
     }
 
     /// What was handled before the failure.
     pub fn done(&self) -> &InsertReport {
         match self {
-            SinkError::Transient { done, .. } | SinkError::Permanent { done, .. } => done,
+            InsertError::Transient { done, .. } | InsertError::Permanent { done, .. } => done,
         }
     }
 }

@@ -2,17 +2,19 @@
 //! into it (docs/design.md §4, §5, §9).
 //!
 //! # Layout
-//! - [`args`]: [`BigQueryArgs`], the `--bq-*` and `--bigquery-emulator-host` flags.
-//! - [`client`]: [`BigQuery`], an authenticated client bound to one project, dataset and table;
+//! - `args`: [`BigQueryArgs`], the `--bq-*` and `--bigquery-emulator-host` flags.
+//! - `client`: [`BigQuery`], an authenticated client bound to one project, dataset and table;
 //!   plain HTTP and a dummy token against the emulator.
-//! - [`table`]: [`BigQuery::ensure_table`], the idempotent creation of the dataset, the table
+//! - `table`: [`BigQuery::ensure_table`], the idempotent creation of the dataset, the table
 //!   from `firstclick_model::schema`, its primary key and the `_dedup` view.
-//! - [`sink`]: [`BigQuery::insert_rows`], batched `insertAll` with `insertId = checkout_id`, and
+//! - `sink`: [`BigQuery::insert_rows`], batched `insertAll` with `insertId = checkout_id`, and
 //!   the split of failures into transient, permanent and per-row.
-//! - [`storage_write`]: [`StorageWriter`], the same rows through the Storage Write API
+//! - `storage_write`: [`StorageWriter`], the same rows through the Storage Write API
 //!   (`AppendRows` on the `_default` stream), wired for the emulator's gRPC port only.
-//! - [`query`]: [`BigQuery::query`], SQL to JSON rows keyed by column name, for tests and tools.
-//! - [`error`]: the error types, and the one rule that says which failures are worth retrying.
+//! - `query`: [`BigQuery::query`], SQL to JSON rows keyed by column name, for tests and tools.
+//! - `error`: the error types, and the one rule that says which failures are worth retrying.
+//!
+//! The modules are private; what a caller needs is re-exported here.
 //!
 //! # Tests
 //! `tests/emulator.rs` runs against the BigQuery emulator (docs/design.md §9), one fresh dataset
@@ -33,18 +35,18 @@
 //! # Ok(()) }
 //! ```
 
-pub mod args;
-pub mod client;
-pub mod error;
-pub mod query;
-pub mod sink;
-pub mod storage_write;
-pub mod table;
+mod args;
+mod client;
+mod error;
+mod query;
+mod sink;
+mod storage_write;
+mod table;
 
 pub use args::BigQueryArgs;
 pub use client::BigQuery;
-pub use error::{ApiError, ConnectError, EnsureError, QueryError, SinkError};
+pub use error::{ApiError, ConnectError, EnsureError, InsertError, QueryError};
 pub use query::Row;
 pub use sink::{InsertReport, RejectedRow, RowError, MAX_BATCH_BYTES, MAX_BATCH_ROWS};
-pub use storage_write::StorageWriter;
-pub use table::{EnsureReport, Outcome, PrimaryKeyOutcome, SchemaDifference};
+pub use storage_write::{StorageWriter, MAX_APPEND_ROWS};
+pub use table::{EnsureOutcome, EnsureReport, PrimaryKeyOutcome, SchemaDifference};

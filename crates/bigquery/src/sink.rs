@@ -9,8 +9,8 @@
 //! Requests use `skipInvalidRows`: the valid rows of a request are written even when some are
 //! refused. Outcomes are split three ways, so a caller can ack, retry or dead-letter:
 //! - the whole request failed in a way that may pass later (network, timeout, 429, 5xx):
-//!   [`SinkError::Transient`];
-//! - the whole request is refused (no such table, no permission): [`SinkError::Permanent`];
+//!   [`InsertError::Transient`];
+//! - the whole request is refused (no such table, no permission): [`InsertError::Permanent`];
 //! - some rows are refused: listed in [`InsertReport::rejected`] with their index in the input
 //!   and BigQuery's reasons; [`RejectedRow::retryable`] tells the rows refused for a passing
 //!   reason (`backendError`, `stopped`, ...) from the invalid ones (dead-letter those).
@@ -21,7 +21,7 @@ use gcp_bigquery_client::model::table_data_insert_all_response::TableDataInsertA
 
 use firstclick_model::AttributedRow;
 
-use crate::error::{is_transient_reason, ApiError, SinkError};
+use crate::error::{is_transient_reason, ApiError, InsertError};
 use crate::BigQuery;
 
 /// Most rows per insertAll request.
@@ -35,7 +35,7 @@ const ROW_OVERHEAD: usize = 32;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InsertReport {
     /// How many leading rows of the input were handled: all of them on success; on a
-    /// [`SinkError`], the rows before the failed request.
+    /// [`InsertError`], the rows before the failed request.
     pub attempted: usize,
     /// Rows BigQuery accepted.
     pub inserted: usize,
@@ -200,7 +200,7 @@ fn batches(rows: &[AttributedRow], max_rows: usize, max_bytes: usize) -> Vec<Bat
 impl BigQuery {
     /// Streams `rows` into the output table (see the module documentation for batching and for
     /// what each outcome means). An empty slice sends nothing.
-    pub async fn insert_rows(&self, rows: &[AttributedRow]) -> Result<InsertReport, SinkError> {
+    pub async fn insert_rows(&self, rows: &[AttributedRow]) -> Result<InsertReport, InsertError> {
         self.insert_rows_with_limits(rows, MAX_BATCH_ROWS, MAX_BATCH_BYTES)
             .await
     }
@@ -212,7 +212,7 @@ impl BigQuery {
         rows: &[AttributedRow],
         max_rows: usize,
         max_bytes: usize,
-    ) -> Result<InsertReport, SinkError> {
+    ) -> Result<InsertReport, InsertError> {
         let mut report = InsertReport::default();
         for batch in batches(rows, max_rows, max_bytes) {
             let Batch {
@@ -232,12 +232,12 @@ impl BigQuery {
                     Err(cause) => {
                         report.attempted = start;
                         return Err(if cause.transient {
-                            SinkError::Transient {
+                            InsertError::Transient {
                                 done: report,
                                 cause,
                             }
                         } else {
-                            SinkError::Permanent {
+                            InsertError::Permanent {
                                 done: report,
                                 cause,
                             }
@@ -248,7 +248,7 @@ impl BigQuery {
                     Ok(r) => r,
                     Err(cause) => {
                         report.attempted = start;
-                        return Err(SinkError::Permanent {
+                        return Err(InsertError::Permanent {
                             done: report,
                             cause: ApiError {
                                 operation: format!("insertAll into {}", self.table_path()),

@@ -13,7 +13,7 @@
 //! BigQuery names bad rows, none of the request is written; the bad rows are reported as
 //! permanent and the others of the request as retryable ([`RejectedRow::retryable`]). The
 //! emulator does not name rows: it refuses the whole request with `INVALID_ARGUMENT`, which
-//! arrives as a [`SinkError::Permanent`] for all its rows (use insertAll for per-row errors
+//! arrives as an [`InsertError::Permanent`] for all its rows (use insertAll for per-row errors
 //! there). The emulator's gRPC servicer also shares its DuckDB connection with the REST API
 //! without a lock: an append that overlaps a REST call can fail on either side with "connection
 //! is busy" (transient here; a refused query on the REST side).
@@ -33,7 +33,7 @@ use tonic::transport::Channel;
 use firstclick_model::schema::{ColumnMode, ColumnType, OUTPUT_COLUMNS};
 use firstclick_model::AttributedRow;
 
-use crate::error::{ApiError, ConnectError, SinkError};
+use crate::error::{ApiError, ConnectError, InsertError};
 use crate::sink::{InsertReport, RejectedRow, RowError};
 use crate::BigQuery;
 
@@ -45,52 +45,52 @@ const MAX_APPEND_BYTES: usize = 9_000_000;
 /// One output row as protobuf; tags are the columns' positions in [`OUTPUT_COLUMNS`] plus one
 /// (a unit test holds them together).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ProtoRow {
+pub(crate) struct ProtoRow {
     /// `checkout_id`
     #[prost(string, required, tag = "1")]
-    pub checkout_id: String,
+    pub(crate) checkout_id: String,
     /// `user_id`
     #[prost(string, optional, tag = "2")]
-    pub user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     /// `user_name`
     #[prost(string, optional, tag = "3")]
-    pub user_name: Option<String>,
+    pub(crate) user_name: Option<String>,
     /// `product_id`
     #[prost(string, optional, tag = "4")]
-    pub product_id: Option<String>,
+    pub(crate) product_id: Option<String>,
     /// `payment_method`
     #[prost(string, optional, tag = "5")]
-    pub payment_method: Option<String>,
+    pub(crate) payment_method: Option<String>,
     /// `total_amount`, NUMERIC as decimal text.
     #[prost(string, optional, tag = "6")]
-    pub total_amount: Option<String>,
+    pub(crate) total_amount: Option<String>,
     /// `shipping_address`
     #[prost(string, optional, tag = "7")]
-    pub shipping_address: Option<String>,
+    pub(crate) shipping_address: Option<String>,
     /// `billing_address`
     #[prost(string, optional, tag = "8")]
-    pub billing_address: Option<String>,
+    pub(crate) billing_address: Option<String>,
     /// `user_agent`
     #[prost(string, optional, tag = "9")]
-    pub user_agent: Option<String>,
+    pub(crate) user_agent: Option<String>,
     /// `ip_address`
     #[prost(string, optional, tag = "10")]
-    pub ip_address: Option<String>,
+    pub(crate) ip_address: Option<String>,
     /// `checkout_time`, microseconds since the epoch.
     #[prost(int64, required, tag = "11")]
-    pub checkout_time: i64,
+    pub(crate) checkout_time: i64,
     /// `click_id`
     #[prost(string, optional, tag = "12")]
-    pub click_id: Option<String>,
+    pub(crate) click_id: Option<String>,
     /// `click_time`, microseconds since the epoch.
     #[prost(int64, optional, tag = "13")]
-    pub click_time: Option<i64>,
+    pub(crate) click_time: Option<i64>,
     /// `attribution_model`
     #[prost(string, optional, tag = "14")]
-    pub attribution_model: Option<String>,
+    pub(crate) attribution_model: Option<String>,
     /// `processed_at`, microseconds since the epoch.
     #[prost(int64, optional, tag = "15")]
-    pub processed_at: Option<i64>,
+    pub(crate) processed_at: Option<i64>,
 }
 
 /// A NUMERIC's text: at most 9 decimals (BigQuery's scale), no trailing zeros, no exponent.
@@ -128,7 +128,7 @@ impl From<&AttributedRow> for ProtoRow {
 }
 
 /// The writer schema sent with the rows, from [`OUTPUT_COLUMNS`].
-pub fn table_descriptor() -> TableDescriptor {
+pub(crate) fn table_descriptor() -> TableDescriptor {
     let field_descriptors = OUTPUT_COLUMNS
         .iter()
         .zip(1u32..)
@@ -223,7 +223,7 @@ impl StorageWriter {
     /// Appends `rows` to the `_default` stream, in requests of at most [`MAX_APPEND_ROWS`] rows,
     /// all on one `AppendRows` call. Outcomes as for [`BigQuery::insert_rows`], with the
     /// all-or-nothing rule of the module documentation.
-    pub async fn append_rows(&self, rows: &[AttributedRow]) -> Result<InsertReport, SinkError> {
+    pub async fn append_rows(&self, rows: &[AttributedRow]) -> Result<InsertReport, InsertError> {
         self.append_rows_with_limit(rows, MAX_APPEND_ROWS).await
     }
 
@@ -232,7 +232,7 @@ impl StorageWriter {
         &self,
         rows: &[AttributedRow],
         max_rows: usize,
-    ) -> Result<InsertReport, SinkError> {
+    ) -> Result<InsertReport, InsertError> {
         let mut report = InsertReport::default();
         if rows.is_empty() {
             return Ok(report);
@@ -277,12 +277,12 @@ impl StorageWriter {
         let mut client = self.client.clone();
         let transient_or_not = |report: InsertReport, cause: ApiError| {
             if cause.transient {
-                SinkError::Transient {
+                InsertError::Transient {
                     done: report,
                     cause,
                 }
             } else {
-                SinkError::Permanent {
+                InsertError::Permanent {
                     done: report,
                     cause,
                 }

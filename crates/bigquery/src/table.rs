@@ -1,8 +1,8 @@
 //! Creating the output objects, idempotently: the dataset, the table built from
 //! [`firstclick_model::schema`], its primary key, and the deduplicating view.
 //!
-//! Each step first looks at what exists and reports it ([`Outcome::Existed`]) instead of failing,
-//! so `create-bq-table` can run on every deploy. An existing table is compared column by column
+//! Each step first looks at what exists and reports it ([`EnsureOutcome::Existed`]) instead of
+//! failing, so `create-bq-table` can run on every deploy. An existing table is compared column by column
 //! with ours: a missing, extra, retyped or re-moded column is an error that names each column
 //! ([`SchemaDifference`]); differing descriptions, partitioning or clustering are only noted,
 //! because rows still insert fine.
@@ -38,18 +38,18 @@ const TABLE_DESCRIPTION: &str =
 
 /// Whether an object was made by this run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum EnsureOutcome {
     /// This run created it.
     Created,
     /// It was already there (and, for the table, has our columns).
     Existed,
 }
 
-impl fmt::Display for Outcome {
+impl fmt::Display for EnsureOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Outcome::Created => "created",
-            Outcome::Existed => "already existed",
+            EnsureOutcome::Created => "created",
+            EnsureOutcome::Existed => "already existed",
         })
     }
 }
@@ -79,17 +79,17 @@ pub struct EnsureReport {
     /// `project.dataset`.
     pub dataset_path: String,
     /// Whether the dataset was created.
-    pub dataset: Outcome,
+    pub dataset: EnsureOutcome,
     /// `project.dataset.table`.
     pub table_path: String,
     /// Whether the table was created.
-    pub table: Outcome,
+    pub table: EnsureOutcome,
     /// The primary key declaration.
     pub primary_key: PrimaryKeyOutcome,
     /// `project.dataset.table_dedup`.
     pub view_path: String,
     /// Whether the view was created.
-    pub view: Outcome,
+    pub view: EnsureOutcome,
     /// Differences of existing objects that do not stop the sink (descriptions, partitioning,
     /// clustering, dataset location, view definition).
     pub notes: Vec<String>,
@@ -204,13 +204,13 @@ fn field(c: &Column) -> TableFieldSchema {
 }
 
 /// The output table's schema, from [`OUTPUT_COLUMNS`] (types, modes, descriptions).
-pub fn output_schema() -> TableSchema {
+pub(crate) fn output_schema() -> TableSchema {
     TableSchema::new(OUTPUT_COLUMNS.iter().map(field).collect())
 }
 
 /// The table resource we create: schema, day partitioning on [`PARTITION_COLUMN`], clustering on
 /// [`CLUSTER_COLUMNS`].
-pub fn output_table(project: &str, dataset: &str, table: &str) -> Table {
+pub(crate) fn output_table(project: &str, dataset: &str, table: &str) -> Table {
     Table::new(project, dataset, table, output_schema())
         .description(TABLE_DESCRIPTION)
         .time_partitioning(TimePartitioning::per_day().field(PARTITION_COLUMN))
@@ -240,7 +240,7 @@ fn mode_of(f: &TableFieldSchema) -> String {
 
 /// Compares an existing table's columns with ours. Returns the blocking differences, and notes
 /// about differing descriptions.
-pub fn compare_schema(found: &TableSchema) -> (Vec<SchemaDifference>, Vec<String>) {
+pub(crate) fn compare_schema(found: &TableSchema) -> (Vec<SchemaDifference>, Vec<String>) {
     let found_fields = found.fields.as_deref().unwrap_or_default();
     let mut diffs = Vec::new();
     let mut notes = Vec::new();
@@ -335,7 +335,7 @@ fn layout_notes(t: &Table) -> Vec<String> {
 impl BigQuery {
     /// Makes sure the dataset, the output table (with our schema, day partitioning and
     /// clustering), its primary key where the backend supports it, and the `{table}_dedup` view
-    /// exist. Safe to run again: existing objects are reported as [`Outcome::Existed`].
+    /// exist. Safe to run again: existing objects are reported as [`EnsureOutcome::Existed`].
     ///
     /// Fails with [`EnsureError::SchemaMismatch`] listing every differing column when the table
     /// exists with other columns, types or modes.
@@ -367,7 +367,7 @@ impl BigQuery {
         Ok(report)
     }
 
-    async fn ensure_dataset(&self) -> Result<(Outcome, Vec<String>), EnsureError> {
+    async fn ensure_dataset(&self) -> Result<(EnsureOutcome, Vec<String>), EnsureError> {
         let path = format!("{}.{}", self.project, self.dataset);
         match self
             .client
@@ -385,7 +385,7 @@ impl BigQuery {
                         ));
                     }
                 }
-                return Ok((Outcome::Existed, notes));
+                return Ok((EnsureOutcome::Existed, notes));
             }
             Err(e) => {
                 let e = ApiError::from_bq(format!("get dataset {path}"), e);
@@ -399,11 +399,11 @@ impl BigQuery {
             ds = ds.location(loc);
         }
         match self.client.dataset().create(ds).await {
-            Ok(_) => Ok((Outcome::Created, Vec::new())),
+            Ok(_) => Ok((EnsureOutcome::Created, Vec::new())),
             Err(e) => {
                 let e = ApiError::from_bq(format!("create dataset {path}"), e);
                 if e.is_conflict() {
-                    Ok((Outcome::Existed, Vec::new()))
+                    Ok((EnsureOutcome::Existed, Vec::new()))
                 } else {
                     Err(e.into())
                 }
@@ -432,7 +432,7 @@ impl BigQuery {
         Ok(notes)
     }
 
-    async fn ensure_output_table(&self) -> Result<(Outcome, Vec<String>), EnsureError> {
+    async fn ensure_output_table(&self) -> Result<(EnsureOutcome, Vec<String>), EnsureError> {
         let path = self.table_path();
         let get = || async {
             self.client
@@ -442,19 +442,19 @@ impl BigQuery {
                 .map_err(|e| ApiError::from_bq(format!("get table {path}"), e))
         };
         match get().await {
-            Ok(t) => return Ok((Outcome::Existed, self.check_existing(&t)?)),
+            Ok(t) => return Ok((EnsureOutcome::Existed, self.check_existing(&t)?)),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
         let table = output_table(&self.project, &self.dataset, &self.table);
         match self.client.table().create(table).await {
-            Ok(_) => Ok((Outcome::Created, Vec::new())),
+            Ok(_) => Ok((EnsureOutcome::Created, Vec::new())),
             Err(e) => {
                 let e = ApiError::from_bq(format!("create table {path}"), e);
                 if e.is_conflict() {
                     // Someone created it between our get and create: check theirs.
                     let t = get().await?;
-                    Ok((Outcome::Existed, self.check_existing(&t)?))
+                    Ok((EnsureOutcome::Existed, self.check_existing(&t)?))
                 } else {
                     Err(e.into())
                 }
@@ -518,7 +518,7 @@ impl BigQuery {
         }
     }
 
-    async fn ensure_view(&self) -> Result<(Outcome, Vec<String>), EnsureError> {
+    async fn ensure_view(&self) -> Result<(EnsureOutcome, Vec<String>), EnsureError> {
         let view = self.view();
         let path = self.view_path();
         match self
@@ -545,7 +545,7 @@ impl BigQuery {
                         ));
                     }
                 }
-                return Ok((Outcome::Existed, notes));
+                return Ok((EnsureOutcome::Existed, notes));
             }
             Err(e) => {
                 let e = ApiError::from_bq(format!("get view {path}"), e);
@@ -559,7 +559,7 @@ impl BigQuery {
             dedup_view_sql(&self.table_path())
         );
         self.query(&ddl).await?;
-        Ok((Outcome::Created, Vec::new()))
+        Ok((EnsureOutcome::Created, Vec::new()))
     }
 }
 

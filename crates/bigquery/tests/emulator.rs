@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use firstclick_bigquery::{
-    BigQuery, BigQueryArgs, EnsureError, Outcome, PrimaryKeyOutcome, Row, SchemaDifference,
-    SinkError,
+    BigQuery, BigQueryArgs, EnsureError, EnsureOutcome, InsertError, PrimaryKeyOutcome, Row,
+    SchemaDifference,
 };
 use firstclick_model::schema::{CLUSTER_COLUMNS, OUTPUT_COLUMNS, PARTITION_COLUMN};
 use firstclick_model::{AttributedRow, EventTime};
@@ -80,9 +80,9 @@ async fn ensure_table_is_idempotent_and_builds_the_designed_table() {
     let bq = fresh("ensure").await;
 
     let first = bq.ensure_table().await.expect("first ensure_table");
-    assert_eq!(first.dataset, Outcome::Created);
-    assert_eq!(first.table, Outcome::Created);
-    assert_eq!(first.view, Outcome::Created);
+    assert_eq!(first.dataset, EnsureOutcome::Created);
+    assert_eq!(first.table, EnsureOutcome::Created);
+    assert_eq!(first.view, EnsureOutcome::Created);
     // The emulator refuses table constraints: reported, not fatal.
     assert!(
         matches!(first.primary_key, PrimaryKeyOutcome::NotApplied { .. }),
@@ -92,9 +92,9 @@ async fn ensure_table_is_idempotent_and_builds_the_designed_table() {
     assert!(first.notes.is_empty(), "{:?}", first.notes);
 
     let second = bq.ensure_table().await.expect("second ensure_table");
-    assert_eq!(second.dataset, Outcome::Existed);
-    assert_eq!(second.table, Outcome::Existed);
-    assert_eq!(second.view, Outcome::Existed);
+    assert_eq!(second.dataset, EnsureOutcome::Existed);
+    assert_eq!(second.table, EnsureOutcome::Existed);
+    assert_eq!(second.view, EnsureOutcome::Existed);
     assert!(second.notes.is_empty(), "{:?}", second.notes);
     let text = second.to_string();
     assert!(text.contains("already existed"), "{text}");
@@ -370,8 +370,8 @@ async fn a_missing_table_is_a_permanent_error() {
         .insert_rows(&[row("k", 1, 0)])
         .await
         .expect_err("no such table");
-    assert!(matches!(err, SinkError::Permanent { .. }), "{err}");
-    let SinkError::Permanent { cause, done } = &err else {
+    assert!(matches!(err, InsertError::Permanent { .. }), "{err}");
+    let InsertError::Permanent { cause, done } = &err else {
         unreachable!()
     };
     assert_eq!(cause.status, Some(404), "{cause}");
@@ -444,7 +444,7 @@ async fn a_dataset_in_another_location_is_noted() {
         .await
         .expect("client");
     let report = elsewhere.ensure_table().await.expect("ensure_table again");
-    assert_eq!(report.dataset, Outcome::Existed);
+    assert_eq!(report.dataset, EnsureOutcome::Existed);
     assert!(
         report
             .notes

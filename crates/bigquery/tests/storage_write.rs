@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use firstclick_bigquery::{BigQuery, BigQueryArgs, SinkError, StorageWriter};
+use firstclick_bigquery::{BigQuery, BigQueryArgs, InsertError, StorageWriter};
 use firstclick_model::AttributedRow;
 use serde_json::json;
 
@@ -134,7 +134,7 @@ async fn a_request_with_an_invalid_row_is_refused_whole() {
         .append_rows(&rows)
         .await
         .expect_err("the emulator refuses the request");
-    let SinkError::Permanent { cause, done } = &err else {
+    let InsertError::Permanent { cause, done } = &err else {
         panic!("expected a permanent error, got {err}");
     };
     assert_eq!(cause.reason.as_deref(), Some("InvalidArgument"), "{cause}");

@@ -12,15 +12,18 @@
 //! times are zig-zag varints of microseconds: a new click costs about 45 bytes in the changelog.
 //!
 //! # Layout
-//! - [`wire`] (private): the serde types of the bodies.
-//! - [`encode`]: [`ChangeLog`] (changes accumulated between checkpoints, sealed into deltas) and
+//! - `wire`: the serde types of the bodies.
+//! - `encode`: [`ChangeLog`] (changes accumulated between checkpoints, sealed into deltas) and
 //!   [`PieceWriter`] (a base taken from the live engine shard by shard).
-//! - [`decode`]: [`apply`] an element to a [`firstclick_engine::Restorer`]; [`describe`] one.
-//! - [`error`]: [`FormatError`], with what to do about it.
+//! - `decode`: [`apply`] an element to a [`firstclick_engine::Restorer`]; [`describe`] one
+//!   ([`ElementKind`], [`Applied`]).
+//! - `error`: [`FormatError`], with what to do about it.
+//!
+//! The modules are private; the items above are re-exported here.
 
-pub mod decode;
-pub mod encode;
-pub mod error;
+mod decode;
+mod encode;
+mod error;
 mod wire;
 
 pub use decode::{apply, describe, Applied, ElementKind};

@@ -5,6 +5,9 @@
 //! them all declares each flag and environment variable exactly once:
 //! - [`GcpArgs`]: the Google Cloud project and the service-account key.
 //! - [`LogArgs`] and [`init_logging`]: `tracing` output, human-readable or JSON.
+//!
+//! # Layout
+//! One file, no modules: `src/lib.rs` holds the items above.
 
 use clap::{Args, ValueEnum};
 

@@ -1,6 +1,11 @@
-//! `create-bq-table` as a library: the command line ([`Cli`]) and the job ([`run`]), so that
-//! deployment checks can read the flags and environment variables of the binary without running
-//! it. The binary (`src/main.rs`) only installs the crypto provider, parses and calls [`run`].
+//! `create-bq-table` as a library: the command line ([`CreateBqTableCli`]) and the job
+//! ([`run`]), so that deployment checks can read the flags and environment variables of the
+//! binary without running it. The binary (`src/main.rs`) only installs the crypto provider,
+//! parses and calls [`run`].
+//!
+//! # Layout
+//! No modules: `src/lib.rs` holds [`CreateBqTableCli`] and [`run`]; `src/main.rs` is the binary;
+//! `tests/cli.rs` runs the binary against the emulator.
 
 use anyhow::Context;
 use clap::Parser;
@@ -11,7 +16,7 @@ use firstclick_cli::{GcpArgs, LogArgs};
 /// clustered by user_id), primary key and `{table}_dedup` view, if missing.
 #[derive(Parser, Debug)]
 #[command(name = "create-bq-table", version, about)]
-pub struct Cli {
+pub struct CreateBqTableCli {
     /// Google Cloud project and key.
     #[command(flatten)]
     pub gcp: GcpArgs,
@@ -25,7 +30,7 @@ pub struct Cli {
 
 /// Creates whatever is missing of the dataset, the table, its primary key and the view, and
 /// prints the report on stdout.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: CreateBqTableCli) -> anyhow::Result<()> {
     let target = format!(
         "{}.{}.{}",
         cli.gcp.project_id, cli.bigquery.dataset, cli.bigquery.table
@@ -55,6 +60,6 @@ mod tests {
     /// The flattened flag groups fit together (unique names and variables, valid defaults).
     #[test]
     fn command_line_is_consistent() {
-        Cli::command().debug_assert();
+        CreateBqTableCli::command().debug_assert();
     }
 }

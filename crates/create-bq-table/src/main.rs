@@ -6,14 +6,14 @@
 //! emulator does, is reported but not fatal); 1 with a message on stderr otherwise.
 
 use clap::Parser;
-use create_bq_table::Cli;
+use firstclick_create_bq_table::CreateBqTableCli;
 
 fn main() -> std::process::ExitCode {
     // gcp-bigquery-client brings rustls; should another crate of the process bring a second
     // crypto provider, rustls could not pick one by itself (docs/design.md §10). An error here
     // means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = CreateBqTableCli::parse();
     firstclick_cli::init_logging(&cli.log);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -25,7 +25,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(create_bq_table::run(cli)) {
+    match runtime.block_on(firstclick_create_bq_table::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

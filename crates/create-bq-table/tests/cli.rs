@@ -1,5 +1,5 @@
 //! The binary against the BigQuery emulator: `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo test
-//! -p create-bq-table`. Without the variable the tests panic and say so.
+//! -p firstclick-create-bq-table`. Without the variable the tests panic and say so.
 
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,16 +1,21 @@
-//! `create-pubsub` as a library: the command line ([`Cli`]) and the job ([`run`]), so that
-//! deployment checks can read the flags and environment variables of the binary without running
-//! it. The binary (`src/main.rs`) only installs the crypto provider, parses and calls [`run`].
+//! `create-pubsub` as a library: the command line ([`CreatePubSubCli`]) and the job ([`run`]), so
+//! that deployment checks can read the flags and environment variables of the binary without
+//! running it. The binary (`src/main.rs`) only installs the crypto provider, parses and calls
+//! [`run`].
+//!
+//! # Layout
+//! No modules: `src/lib.rs` holds [`CreatePubSubCli`] and [`run`]; `src/main.rs` is the binary;
+//! `tests/cli.rs` runs the binary against the emulator.
 
 use anyhow::Context as _;
 use clap::Parser;
 use firstclick_cli::{GcpArgs, LogArgs};
-use firstclick_pubsub::{Outcome, PubSubArgs};
+use firstclick_pubsub::{PubSubArgs, ResourceOutcome};
 
 /// Create the Pub/Sub topics and subscriptions firstclick uses (safe to run again).
 #[derive(Parser, Debug)]
 #[command(name = "create-pubsub", version, about)]
-pub struct Cli {
+pub struct CreatePubSubCli {
     /// Google Cloud project and key.
     #[command(flatten)]
     pub gcp: GcpArgs,
@@ -24,7 +29,7 @@ pub struct Cli {
 
 /// Creates every topic and subscription that is missing and prints one line per resource
 /// (`created` or `exists`) and a summary on stdout.
-pub fn run(cli: &Cli) -> anyhow::Result<()> {
+pub fn run(cli: &CreatePubSubCli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -43,8 +48,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         })?;
     for r in &report.resources {
         let what = match r.outcome {
-            Outcome::Created => "created",
-            Outcome::AlreadyExisted => "exists ",
+            ResourceOutcome::Created => "created",
+            ResourceOutcome::AlreadyExisted => "exists ",
         };
         println!("{what} {:<12} {}", r.kind.to_string(), r.name);
     }
@@ -65,6 +70,6 @@ mod tests {
     /// The flattened flag groups fit together (unique names and variables, valid defaults).
     #[test]
     fn command_line_is_consistent() {
-        Cli::command().debug_assert();
+        CreatePubSubCli::command().debug_assert();
     }
 }

@@ -6,13 +6,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use create_pubsub::Cli;
+use firstclick_create_pubsub::CreatePubSubCli;
 
 fn main() -> ExitCode {
     firstclick_pubsub::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = CreatePubSubCli::parse();
     firstclick_cli::init_logging(&cli.log);
-    match create_pubsub::run(&cli) {
+    match firstclick_create_pubsub::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("create-pubsub: error: {e:#}");

@@ -13,7 +13,7 @@ use crate::config::GeneratorConfig;
 /// Generates fake users, clicks and checkouts, deterministically under --seed.
 #[derive(Parser, Debug)]
 #[command(name = "datagen", version, about)]
-pub struct Cli {
+pub struct DatagenCli {
     /// Write the data set as NDJSON files into this directory (created if missing) instead of
     /// publishing it.
     #[arg(long, env = "DATAGEN_OUT")]

@@ -13,7 +13,7 @@ use crate::config::TimestampFormat;
 use firstclick_model::EventTime;
 
 /// A version-4 UUID from the generator's random stream.
-pub fn uuid(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn uuid(rng: &mut ChaCha8Rng) -> String {
     let mut b: [u8; 16] = rng.random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -29,34 +29,34 @@ pub fn uuid(rng: &mut ChaCha8Rng) -> String {
 }
 
 /// A person's name.
-pub fn name(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn name(rng: &mut ChaCha8Rng) -> String {
     Name().fake_with_rng(rng)
 }
 
 /// A password, as the original generator stored one (never copied anywhere by the pipeline).
-pub fn password(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn password(rng: &mut ChaCha8Rng) -> String {
     Password(10..16).fake_with_rng(rng)
 }
 
 /// A product: its name and price.
-pub fn product(rng: &mut ChaCha8Rng) -> (String, f64) {
+pub(crate) fn product(rng: &mut ChaCha8Rng) -> (String, f64) {
     let word: String = Word().fake_with_rng(rng);
     let cents: u32 = rng.random_range(99..50_000);
     (word, f64::from(cents) / 100.0)
 }
 
 /// A browser's user agent.
-pub fn user_agent(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn user_agent(rng: &mut ChaCha8Rng) -> String {
     UserAgent().fake_with_rng(rng)
 }
 
 /// An IPv4 address.
-pub fn ip(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn ip(rng: &mut ChaCha8Rng) -> String {
     IPv4().fake_with_rng(rng)
 }
 
 /// A postal address on one line.
-pub fn address(rng: &mut ChaCha8Rng) -> String {
+pub(crate) fn address(rng: &mut ChaCha8Rng) -> String {
     let number: String = BuildingNumber().fake_with_rng(rng);
     let street: String = StreetName().fake_with_rng(rng);
     let city: String = CityName().fake_with_rng(rng);
@@ -65,7 +65,7 @@ pub fn address(rng: &mut ChaCha8Rng) -> String {
 }
 
 /// A payment method.
-pub fn payment_method(rng: &mut ChaCha8Rng) -> &'static str {
+pub(crate) fn payment_method(rng: &mut ChaCha8Rng) -> &'static str {
     const METHODS: [&str; 5] = [
         "credit_card",
         "debit_card",
@@ -77,7 +77,7 @@ pub fn payment_method(rng: &mut ChaCha8Rng) -> &'static str {
 }
 
 /// `datetime_occured` in the chosen form.
-pub fn timestamp(t: EventTime, format: TimestampFormat) -> String {
+pub(crate) fn timestamp(t: EventTime, format: TimestampFormat) -> String {
     let rfc = t.to_rfc3339();
     match format {
         TimestampFormat::Rfc3339 => rfc,
@@ -91,54 +91,54 @@ pub fn timestamp(t: EventTime, format: TimestampFormat) -> String {
 
 /// A click message, with the original producer's fields.
 #[derive(Serialize)]
-pub struct ClickJson<'a> {
+pub(crate) struct ClickJson<'a> {
     /// Unique id.
-    pub click_id: &'a str,
+    pub(crate) click_id: &'a str,
     /// The user.
-    pub user_id: i64,
+    pub(crate) user_id: i64,
     /// The product.
-    pub product_id: &'a str,
+    pub(crate) product_id: &'a str,
     /// Product name.
-    pub product: &'a str,
+    pub(crate) product: &'a str,
     /// Product price.
-    pub price: f64,
+    pub(crate) price: f64,
     /// Page clicked.
-    pub url: &'a str,
+    pub(crate) url: &'a str,
     /// Browser.
-    pub user_agent: &'a str,
+    pub(crate) user_agent: &'a str,
     /// Client address.
-    pub ip_address: &'a str,
+    pub(crate) ip_address: &'a str,
     /// Event time.
-    pub datetime_occured: &'a str,
+    pub(crate) datetime_occured: &'a str,
 }
 
 /// A checkout message, with the original producer's fields.
 #[derive(Serialize)]
-pub struct CheckoutJson<'a> {
+pub(crate) struct CheckoutJson<'a> {
     /// Unique id.
-    pub checkout_id: &'a str,
+    pub(crate) checkout_id: &'a str,
     /// The user.
-    pub user_id: i64,
+    pub(crate) user_id: i64,
     /// The product.
-    pub product_id: &'a str,
+    pub(crate) product_id: &'a str,
     /// Payment method.
-    pub payment_method: &'a str,
+    pub(crate) payment_method: &'a str,
     /// Amount paid.
-    pub total_amount: f64,
+    pub(crate) total_amount: f64,
     /// Where it goes.
-    pub shipping_address: &'a str,
+    pub(crate) shipping_address: &'a str,
     /// Who pays.
-    pub billing_address: &'a str,
+    pub(crate) billing_address: &'a str,
     /// Browser.
-    pub user_agent: &'a str,
+    pub(crate) user_agent: &'a str,
     /// Client address.
-    pub ip_address: &'a str,
+    pub(crate) ip_address: &'a str,
     /// Event time.
-    pub datetime_occured: &'a str,
+    pub(crate) datetime_occured: &'a str,
 }
 
 /// One malformed message of a random kind, shaped like a message of the stream it goes to.
-pub fn malformed(rng: &mut ChaCha8Rng, click: bool, valid_time: &str) -> String {
+pub(crate) fn malformed(rng: &mut ChaCha8Rng, click: bool, valid_time: &str) -> String {
     let id_field = if click { "click_id" } else { "checkout_id" };
     match rng.random_range(0..6) {
         0 => "this is not json".to_string(),

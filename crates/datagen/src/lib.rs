@@ -5,25 +5,33 @@
 //! `streaming` pipes them straight into the engine.
 //!
 //! # Layout
-//! - [`cli`]: the `datagen` binary's command line.
-//! - [`config`]: [`GeneratorConfig`], the knobs (seed, sizes, rates, disorder, faults), as clap
-//!   flags with environment variables.
-//! - [`generator`]: [`Generator`], an iterator of [`GeneratedEvent`]s in arrival order.
-//! - [`content`]: the fake fields of each event (names, user agents, addresses, UUIDs).
-//! - [`files`]: writing the three NDJSON files of a replay.
-//! - [`publish`]: users into Redis, events onto the Pub/Sub topics.
+//! - `cli`: [`DatagenCli`], the `datagen` binary's command line.
+//! - `config`: [`GeneratorConfig`], the knobs (seed, sizes, rates, disorder, faults), as clap
+//!   flags with environment variables; [`TimestampFormat`].
+//! - `generator`: [`Generator`], an iterator of [`GeneratedEvent`]s in arrival order, its
+//!   [`User`]s and [`GeneratorStats`].
+//! - `content`: the fake fields of each event (names, user agents, addresses, UUIDs).
+//! - `files`: [`write_data_set`], the three NDJSON files of a replay ([`DataSetPaths`],
+//!   [`FilesError`]).
+//! - `publish`: [`publish()`], users into Redis and events onto the Pub/Sub topics
+//!   ([`PublishTarget`], [`PublishError`]).
+//!
+//! The modules are private; the items above are re-exported here.
 //!
 //! # Shape
 //! As in the original producer: pick a user, click a new product, then with probability 0.5
 //! (repeated) click it again and check it out. Event time advances at `--rate` clicks per second
 //! from `--start`; arrival order is event order disturbed by at most `--disorder-secs`.
 
-pub mod cli;
-pub mod config;
-pub mod content;
-pub mod files;
-pub mod generator;
-pub mod publish;
+mod cli;
+mod config;
+mod content;
+mod files;
+mod generator;
+mod publish;
 
+pub use cli::DatagenCli;
 pub use config::{GeneratorConfig, TimestampFormat};
+pub use files::{write_data_set, DataSetPaths, FilesError};
 pub use generator::{GeneratedEvent, Generator, GeneratorStats, User};
+pub use publish::{publish, PublishError, PublishTarget};

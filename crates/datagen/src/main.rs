@@ -7,10 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use datagen::cli::Cli;
-use datagen::files::{write_data_set, DataSetPaths};
-use datagen::publish::{publish, PublishTarget};
-use datagen::Generator;
+use firstclick_datagen::{
+    publish, write_data_set, DataSetPaths, DatagenCli, Generator, PublishTarget,
+};
 use firstclick_pubsub::Connection;
 use firstclick_redis::UserDirectory;
 
@@ -35,7 +34,7 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     firstclick_pubsub::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = DatagenCli::parse();
     firstclick_cli::init_logging(&cli.log);
     if !(cli.rate.is_finite() && cli.rate >= 0.0) {
         anyhow::bail!(
@@ -55,7 +54,7 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
-fn write_files(cli: Cli, dir: PathBuf) -> anyhow::Result<()> {
+fn write_files(cli: DatagenCli, dir: PathBuf) -> anyhow::Result<()> {
     let Some(clicks) = cli.generator.clicks else {
         anyhow::bail!("expected --clicks N with --out: a file data set must be bounded");
     };
@@ -88,7 +87,7 @@ fn write_files(cli: Cli, dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn publish_all(cli: Cli) -> anyhow::Result<()> {
+async fn publish_all(cli: DatagenCli) -> anyhow::Result<()> {
     let conn = Connection::connect(&cli.gcp, &cli.pubsub)
         .await
         .context("cannot reach Pub/Sub")?;

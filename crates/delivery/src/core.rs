@@ -251,7 +251,7 @@ impl<T, P> Delivery<T, P> {
 
     /// Input `stream` delivered a message that was refused (dead-lettered): it is alive.
     pub fn on_alive(&mut self, stream: usize) {
-        self.engine.source_alive(stream);
+        self.engine.stream_alive(stream);
     }
 
     fn taken(&mut self, token: T) {

@@ -16,11 +16,13 @@
 //!   that leaves the old base and the untrimmed changelog in force.
 //!
 //! # Layout
-//! - [`core`]: [`Delivery`], [`DeliveryConfig`], [`Durable`].
-//! - [`command`]: [`Command`], what the driver runs.
+//! - `core`: [`Delivery`], [`DeliveryConfig`], [`DeliveryStats`], [`Durable`].
+//! - `command`: [`Command`], what the driver runs.
+//!
+//! Both modules are private; everything a driver needs is re-exported here.
 
-pub mod command;
-pub mod core;
+mod command;
+mod core;
 
 pub use command::Command;
 pub use core::{Delivery, DeliveryConfig, DeliveryStats, Durable};

@@ -50,13 +50,22 @@ fn read_repo_file(name: &str) -> String {
 /// The four binaries' parsers, by binary name.
 fn binaries() -> BTreeMap<String, clap::Command> {
     BTreeMap::from([
-        ("create-pubsub".to_string(), create_pubsub::Cli::command()),
+        (
+            "create-pubsub".to_string(),
+            firstclick_create_pubsub::CreatePubSubCli::command(),
+        ),
         (
             "create-bq-table".to_string(),
-            create_bq_table::Cli::command(),
+            firstclick_create_bq_table::CreateBqTableCli::command(),
         ),
-        ("datagen".to_string(), datagen::cli::Cli::command()),
-        ("streaming".to_string(), streaming::args::Cli::command()),
+        (
+            "datagen".to_string(),
+            firstclick_datagen::DatagenCli::command(),
+        ),
+        (
+            "streaming".to_string(),
+            firstclick_streaming::StreamingCli::command(),
+        ),
     ])
 }
 
@@ -340,7 +349,8 @@ fn renaming_a_variable_in_compose_only_is_reported() {
 #[test]
 fn renaming_a_variable_in_a_binary_only_is_reported() {
     let mut bins = binaries();
-    let renamed = create_bq_table::Cli::command().mut_arg("dataset", |a| a.env("BQ_DATASET_ID"));
+    let renamed = firstclick_create_bq_table::CreateBqTableCli::command()
+        .mut_arg("dataset", |a| a.env("BQ_DATASET_ID"));
     bins.insert("create-bq-table".to_string(), renamed);
     let (_, problems) = check_compose(&real_compose(), &bins);
     assert_eq!(problems.len(), 2, "{problems:#?}");

@@ -134,10 +134,10 @@ struct Idle {
 
 /// One input of clicks with its own event-time progress: a Pub/Sub streaming pull, a file.
 /// Each keeps roughly its own order, while several interleave arbitrarily, so the watermark
-/// follows the slowest active source (as Flink does per partition).
+/// follows the slowest active stream (as Flink does per partition).
 #[derive(Clone, Debug, Default)]
-struct Source {
-    /// The largest click time this source delivered.
+struct ClickStream {
+    /// The largest click time this stream delivered.
     max_time: Option<EventTime>,
     /// A click arrived from it since the last tick.
     clicks_since_tick: bool,
@@ -159,7 +159,7 @@ pub struct Engine {
     pub(crate) last_sweep: Option<EventTime>,
     next_seq: u64,
     idle: Idle,
-    sources: Vec<Source>,
+    streams: Vec<ClickStream>,
     /// Processing time (µs) until which the watermark stays where it is (recovery).
     hold_until: Option<i64>,
     /// Processing time of the last tick.
@@ -182,7 +182,7 @@ impl Engine {
             last_sweep: None,
             next_seq: 0,
             idle: Idle::default(),
-            sources: vec![Source::default()],
+            streams: vec![ClickStream::default()],
             hold_until: None,
             last_tick: None,
             evict_cursor: STATE_SHARDS,
@@ -203,18 +203,18 @@ impl Engine {
         self.hold_until.is_some()
     }
 
-    /// An empty engine whose clicks come from `sources` inputs (see [`Engine::on_click_from`]).
-    pub fn with_sources(config: EngineConfig, sources: usize) -> Self {
+    /// An empty engine whose clicks come from `streams` inputs (see [`Engine::on_click_from`]).
+    pub fn with_streams(config: EngineConfig, streams: usize) -> Self {
         let mut engine = Engine::new(config);
-        engine.expect_sources(sources);
+        engine.expect_streams(streams);
         engine
     }
 
-    /// Declares that clicks come from `sources` inputs, each of which holds the watermark back
+    /// Declares that clicks come from `streams` inputs, each of which holds the watermark back
     /// until it delivers or goes idle (for instance after restoring a snapshot).
-    pub fn expect_sources(&mut self, sources: usize) {
-        if sources > self.sources.len() {
-            self.sources.resize(sources, Source::default());
+    pub fn expect_streams(&mut self, streams: usize) {
+        if streams > self.streams.len() {
+            self.streams.resize(streams, ClickStream::default());
         }
     }
 
@@ -269,31 +269,31 @@ impl Engine {
             .map(|w| w.offset(-self.config.retention_micros()))
     }
 
-    /// Takes in one click (from source 0: a single, roughly ordered input).
+    /// Takes in one click (from stream 0: a single, roughly ordered input).
     pub fn on_click(&mut self, click: Click) -> ClickOutcome {
         self.on_click_from(0, click)
     }
 
-    /// Takes in one click delivered by input `source`. The watermark is the smallest of the
-    /// active sources' largest click times, less the out-of-orderness; a source that has not
+    /// Takes in one click delivered by input `stream`. The watermark is the smallest of the
+    /// active streams' largest click times, less the out-of-orderness; a stream that has not
     /// delivered yet holds it back until it is idle for the idle timeout (see [`Engine::tick`]).
-    pub fn on_click_from(&mut self, source: usize, click: Click) -> ClickOutcome {
+    pub fn on_click_from(&mut self, stream: usize, click: Click) -> ClickOutcome {
         self.stats.clicks += 1;
         self.idle.clicks_since_tick = true;
         let watermark_before = self.watermark;
-        if source >= self.sources.len() {
-            self.sources.resize(source + 1, Source::default());
+        if stream >= self.streams.len() {
+            self.streams.resize(stream + 1, ClickStream::default());
         }
-        if self.sources.iter().all(|s| s.idle) {
-            // The first click after a quiet period (or at start-up): every source gets a full
+        if self.streams.iter().all(|s| s.idle) {
+            // The first click after a quiet period (or at start-up): every stream gets a full
             // idle timeout to show up again before the first one alone sets the watermark.
-            for s in &mut self.sources {
+            for s in &mut self.streams {
                 s.idle = false;
                 s.clicks_since_tick = false;
                 s.last_active = self.last_tick;
             }
         }
-        let s = &mut self.sources[source];
+        let s = &mut self.streams[stream];
         s.clicks_since_tick = true;
         s.idle = false;
         if s.max_time.is_none_or(|m| click.time > m) {
@@ -302,7 +302,7 @@ impl Engine {
         if self.max_click_time.is_none_or(|m| click.time > m) {
             self.max_click_time = Some(click.time);
         }
-        self.advance_to_sources();
+        self.advance_to_streams();
         if let Some(h) = watermark_before.map(|w| w.offset(-self.config.retention_micros())) {
             if click.time < h {
                 self.stats.late_clicks += 1;
@@ -330,32 +330,32 @@ impl Engine {
         }
     }
 
-    /// Records that `source` delivered something without an event time (a message refused as
+    /// Records that `stream` delivered something without an event time (a message refused as
     /// malformed): it is alive, so it must not be taken for idle.
-    pub fn source_alive(&mut self, source: usize) {
-        if let Some(s) = self.sources.get_mut(source) {
+    pub fn stream_alive(&mut self, stream: usize) {
+        if let Some(s) = self.streams.get_mut(stream) {
             if !s.idle {
                 s.clicks_since_tick = true;
             }
         }
     }
 
-    /// Moves the watermark to the slowest active source, less the out-of-orderness (never back).
-    fn advance_to_sources(&mut self) {
+    /// Moves the watermark to the slowest active stream, less the out-of-orderness (never back).
+    fn advance_to_streams(&mut self) {
         if self.hold_until.is_some() {
             return;
         }
         let mut slowest: Option<EventTime> = None;
         let mut fastest: Option<EventTime> = None;
         let mut any_active = false;
-        for s in &self.sources {
+        for s in &self.streams {
             fastest = fastest.max(s.max_time);
             if s.idle {
                 continue;
             }
             any_active = true;
             match s.max_time {
-                // An active source that has not delivered yet holds the watermark back.
+                // An active stream that has not delivered yet holds the watermark back.
                 None => return,
                 Some(m) => slowest = Some(slowest.map_or(m, |x| x.min(m))),
             }
@@ -406,8 +406,8 @@ impl Engine {
         let mut changed = false;
         if let Some(until) = self.hold_until {
             if now_micros < until {
-                // Held: sources and idleness start counting when the hold ends.
-                for s in &mut self.sources {
+                // Held: streams and idleness start counting when the hold ends.
+                for s in &mut self.streams {
                     s.clicks_since_tick = false;
                     s.last_active = Some(now_micros);
                 }
@@ -417,7 +417,7 @@ impl Engine {
             self.hold_until = None;
             changed = true;
         }
-        for s in &mut self.sources {
+        for s in &mut self.streams {
             if s.clicks_since_tick || s.last_active.is_none() {
                 s.clicks_since_tick = false;
                 s.last_active = Some(now_micros);
@@ -430,7 +430,7 @@ impl Engine {
             }
         }
         if changed {
-            self.advance_to_sources();
+            self.advance_to_streams();
         }
         if self.idle.clicks_since_tick || self.idle.since.is_none() {
             self.idle = Idle {

@@ -6,12 +6,19 @@
 //! the property tests against a brute-force oracle and the benchmarks.
 //!
 //! # Layout
-//! - [`config`]: lookback, allowed out-of-orderness, idle timeout, attribution model.
-//! - [`clicks`]: the click store, live clicks grouped by `(user, product)`, compact per click.
-//! - [`engine`]: [`Engine`] itself: watermark, pending checkouts, finality, eviction, statistics.
-//! - [`snapshot`]: the engine's whole state as plain data, in a canonical order (comparisons).
-//! - [`restore`]: [`Restorer`], which rebuilds an engine from a checkpoint's base pieces and
+//! - `config`: [`EngineConfig`]: lookback, allowed out-of-orderness, idle timeout, attribution
+//!   model.
+//! - `clicks`: [`ClickStore`], live clicks grouped by `(user, product)` ([`ClickKey`]), compact
+//!   per click, in [`STATE_SHARDS`] shards; [`SeenCheckouts`], the remembered checkout ids.
+//! - `engine`: [`Engine`] itself: watermark per stream, pending checkouts, finality, eviction,
+//!   statistics ([`EngineStats`], [`Progress`]), and what it answers ([`ClickOutcome`],
+//!   [`CheckoutOutcome`], [`FinalCheckout`]).
+//! - `snapshot`: [`EngineSnapshot`], the whole state as plain data, in a canonical order
+//!   (comparisons).
+//! - `restore`: [`Restorer`], which rebuilds an engine from a checkpoint's base pieces and
 //!   changelog.
+//!
+//! The modules are private; the items above are re-exported here.
 //!
 //! # Time
 //! The watermark is the largest click event time seen minus the allowed out-of-orderness. A
@@ -20,11 +27,11 @@
 //! than `watermark - lookback - out_of_orderness`: the extra out-of-orderness keeps the full window
 //! for checkouts that themselves arrive up to that much behind the clicks.
 
-pub mod clicks;
-pub mod config;
-pub mod engine;
-pub mod restore;
-pub mod snapshot;
+mod clicks;
+mod config;
+mod engine;
+mod restore;
+mod snapshot;
 
 pub use clicks::{ClickKey, ClickStore, SeenCheckouts, STATE_SHARDS};
 pub use config::EngineConfig;

@@ -4,33 +4,20 @@
 //! checkout ids, the watermark and the counters. Restoring it gives an engine that behaves
 //! exactly as the one it was taken from (processing-time idle bookkeeping starts afresh).
 
-use firstclick_model::{Checkout, ClickRef, EventTime, Id, UserId};
+use firstclick_model::{Checkout, Click, ClickRef, EventTime, Id};
 
 use crate::clicks::ClickKey;
 use crate::config::EngineConfig;
 use crate::engine::{Engine, EngineStats, Progress};
 use crate::restore::Restorer;
 
-/// One stored click in a snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SnapshotClick {
-    /// The user.
-    pub user_id: UserId,
-    /// The product.
-    pub product_id: Id,
-    /// The click id.
-    pub click_id: Id,
-    /// The click's event time.
-    pub time: EventTime,
-}
-
 /// The engine's state, see the module documentation.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EngineSnapshot {
     /// The configuration it ran with.
     pub config: EngineConfig,
-    /// Live clicks.
-    pub clicks: Vec<SnapshotClick>,
+    /// Live clicks, as the engine took them in.
+    pub clicks: Vec<Click>,
     /// Checkouts not final yet, in arrival order.
     pub pending: Vec<Checkout>,
     /// Checkout ids remembered for de-duplication, with their event times.
@@ -50,11 +37,11 @@ impl Engine {
     /// use [`crate::Restorer`] and the engine's shards instead). Clicks and ids below the swept
     /// horizon are left out whether or not their memory is freed yet.
     pub fn snapshot(&self) -> EngineSnapshot {
-        let mut clicks: Vec<SnapshotClick> = self
+        let mut clicks: Vec<Click> = self
             .clicks
             .iter()
             .filter(|(_, c)| self.counts(c.time))
-            .map(|(k, c)| SnapshotClick {
+            .map(|(k, c)| Click {
                 user_id: k.user_id,
                 product_id: k.product_id.clone(),
                 click_id: c.click_id.clone(),

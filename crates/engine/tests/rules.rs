@@ -397,15 +397,15 @@ fn snapshot_restore_continues_identically() {
 }
 
 #[test]
-fn the_watermark_follows_the_slowest_active_source() {
+fn the_watermark_follows_the_slowest_active_stream() {
     let cfg = EngineConfig::default();
-    let mut e = Engine::with_sources(cfg, 2);
+    let mut e = Engine::with_streams(cfg, 2);
     let mut out = Vec::new();
-    // Source 0 races ahead; source 1 has not delivered yet: no watermark.
+    // Stream 0 races ahead; stream 1 has not delivered yet: no watermark.
     e.on_click_from(0, click("a-far", 1, "x", t(2_000)));
     assert_eq!(e.watermark(), None);
     e.on_checkout(checkout("k", 1, "p", t(1_000)));
-    // Source 1 delivers older clicks in its own order: none is late.
+    // Stream 1 delivers older clicks in its own order: none is late.
     for (i, at) in [990, 995, 1_000].into_iter().enumerate() {
         let outcome = e.on_click_from(1, click(&format!("b{i}"), 1, "p", t(at)));
         assert_eq!(outcome, ClickOutcome::Stored);
@@ -421,18 +421,18 @@ fn the_watermark_follows_the_slowest_active_source() {
 #[test]
 fn an_idle_source_stops_holding_the_watermark() {
     let cfg = EngineConfig::default();
-    let mut e = Engine::with_sources(cfg, 3);
+    let mut e = Engine::with_streams(cfg, 3);
     e.tick(0);
     e.on_click_from(0, click("a", 1, "x", t(2_000)));
     e.on_click_from(1, click("b", 1, "x", t(1_000)));
-    assert_eq!(e.watermark(), None, "source 2 has not delivered");
+    assert_eq!(e.watermark(), None, "stream 2 has not delivered");
     e.tick(1);
     e.on_click_from(0, click("a2", 1, "x", t(2_001)));
     e.tick(cfg.idle_timeout_micros);
-    // Source 2 never delivered: idle now. Source 1 was active at tick 1: not yet.
+    // Stream 2 never delivered: idle now. Stream 1 was active at tick 1: not yet.
     assert_eq!(e.watermark(), Some(t(1_000 - 15)));
     e.tick(cfg.idle_timeout_micros + 1);
-    // Source 1 went quiet too: source 0 alone sets the watermark.
+    // Stream 1 went quiet too: stream 0 alone sets the watermark.
     assert_eq!(e.watermark(), Some(t(2_001 - 15)));
 }
 
@@ -464,13 +464,13 @@ fn a_held_watermark_lets_redelivered_clicks_in_on_time() {
 #[test]
 fn after_a_quiet_start_every_source_gets_a_chance_before_one_sets_the_watermark() {
     let cfg = EngineConfig::default();
-    let mut e = Engine::with_sources(cfg, 2);
+    let mut e = Engine::with_streams(cfg, 2);
     let mut out = Vec::new();
-    // Nothing arrives for longer than the idle timeout: both sources go idle.
+    // Nothing arrives for longer than the idle timeout: both streams go idle.
     e.tick(0);
     e.tick(cfg.idle_timeout_micros + 1);
     e.on_checkout(checkout("k", 1, "p", t(1_000)));
-    // Source 0 starts with newer clicks; source 1 must still be waited for.
+    // Stream 0 starts with newer clicks; stream 1 must still be waited for.
     e.on_click_from(0, click("a", 9, "x", t(1_100)));
     assert_eq!(e.watermark(), None);
     assert_eq!(

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::error::{BadMessage, EventKind};
 use crate::id::Id;
-use crate::scan::{self, Outcome};
+use crate::scan::{self, ScanOutcome};
 use crate::time::{parse_timestamp, EventTime};
 
 /// A user's numeric id. Producers send it as a JSON number or as a numeric string.
@@ -73,13 +73,13 @@ pub struct Checkout {
 /// Parses one click message.
 pub fn parse_click(bytes: &[u8]) -> Result<Click, BadMessage> {
     match scan::click(bytes) {
-        Outcome::Done(click) => return Ok(click),
-        Outcome::Defer => {
+        ScanOutcome::Done(click) => return Ok(click),
+        ScanOutcome::Defer => {
             if let Some(click) = serde_click(bytes) {
                 return Ok(click);
             }
         }
-        Outcome::Reject => {}
+        ScanOutcome::Reject => {}
     }
     diagnose(bytes, EventKind::Click).and_then(|obj| click_from_value(&obj))
 }
@@ -87,13 +87,13 @@ pub fn parse_click(bytes: &[u8]) -> Result<Click, BadMessage> {
 /// Parses one checkout message.
 pub fn parse_checkout(bytes: &[u8]) -> Result<Checkout, BadMessage> {
     match scan::checkout(bytes) {
-        Outcome::Done(checkout) => return Ok(checkout),
-        Outcome::Defer => {
+        ScanOutcome::Done(checkout) => return Ok(checkout),
+        ScanOutcome::Defer => {
             if let Some(checkout) = serde_checkout(bytes) {
                 return Ok(checkout);
             }
         }
-        Outcome::Reject => {}
+        ScanOutcome::Reject => {}
     }
     diagnose(bytes, EventKind::Checkout).and_then(|obj| checkout_from_value(&obj))
 }

@@ -3,16 +3,19 @@
 //!
 //! # Layout
 //! - [`time`]: event time as integer microseconds since the Unix epoch; parsing of RFC 3339 and
-//!   of the producers' `YYYY-MM-DD HH:MM:SS.mmm` form, and RFC 3339 formatting.
+//!   of the producers' `YYYY-MM-DD HH:MM:SS.mmm` form, RFC 3339 formatting, and
+//!   [`time::wall_clock`] for the services' own bookkeeping.
 //! - [`id`]: a compact identifier that stores canonical UUIDs in 16 bytes and anything else as text.
 //! - [`event`]: [`Click`] and [`Checkout`], parsed and validated from one JSON message each.
-//! - `scan` (private): the single-pass JSON scanner behind the fast path of [`event`].
+//! - `scan` (private): the single-pass JSON scanner behind the fast path of [`event`]; its
+//!   property tests against serde_json are `event::equivalence_tests` (test builds only).
 //! - [`error`]: [`BadMessage`], which names the field and the reason a message was refused.
 //! - [`row`]: [`AttributedRow`], one output row per checkout, and its JSON form.
 //! - [`schema`]: the output table's columns, partitioning, clustering and key.
 //! - [`user`]: the users file format used by replays and the file generator.
 //!
-//! Nothing here does I/O; every other crate of the workspace builds on these types.
+//! Nothing here does I/O (only [`time::wall_clock`] reads the system clock); every other crate
+//! of the workspace builds on these types.
 
 pub mod error;
 pub mod event;

@@ -31,7 +31,7 @@
 //! - A known key given twice is refused (serde's derive does; the slow path then decides). An
 //!   unknown key may repeat.
 //! - Nesting of skipped values is unlimited in serde_json; the scanner tracks 128 levels and
-//!   answers [`Outcome::Defer`] beyond that, so the caller hands the message to serde_json.
+//!   answers [`ScanOutcome::Defer`] beyond that, so the caller hands the message to serde_json.
 //! - Only an object is a message. (serde's derive would also read a JSON array as the struct's
 //!   fields in order; that was never meant to be accepted, and the slow path refuses it.)
 //!
@@ -49,7 +49,7 @@ use wide::u8x16;
 
 /// What the scanner made of a message.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Outcome<T> {
+pub(crate) enum ScanOutcome<T> {
     /// The message is valid; this is what serde_json's fast path would have produced.
     Done(T),
     /// serde_json's fast path would refuse the message too.
@@ -67,35 +67,35 @@ enum Stop {
 
 type R<T> = Result<T, Stop>;
 
-impl<T> From<R<T>> for Outcome<T> {
+impl<T> From<R<T>> for ScanOutcome<T> {
     fn from(r: R<T>) -> Self {
         match r {
-            Ok(v) => Outcome::Done(v),
-            Err(Stop::Reject) => Outcome::Reject,
-            Err(Stop::Defer) => Outcome::Defer,
+            Ok(v) => ScanOutcome::Done(v),
+            Err(Stop::Reject) => ScanOutcome::Reject,
+            Err(Stop::Defer) => ScanOutcome::Defer,
         }
     }
 }
 
 /// Scans one click message.
-pub(crate) fn click(bytes: &[u8]) -> Outcome<Click> {
+pub(crate) fn click(bytes: &[u8]) -> ScanOutcome<Click> {
     scan_click(bytes, true).into()
 }
 
 /// Scans one checkout message.
-pub(crate) fn checkout(bytes: &[u8]) -> Outcome<Checkout> {
+pub(crate) fn checkout(bytes: &[u8]) -> ScanOutcome<Checkout> {
     scan_checkout(bytes, true).into()
 }
 
 /// [`click`] without the quote bitmap, so that tests cover both ways of finding string ends.
 #[cfg(test)]
-pub(crate) fn click_unindexed(bytes: &[u8]) -> Outcome<Click> {
+pub(crate) fn click_unindexed(bytes: &[u8]) -> ScanOutcome<Click> {
     scan_click(bytes, false).into()
 }
 
 /// [`checkout`] without the quote bitmap.
 #[cfg(test)]
-pub(crate) fn checkout_unindexed(bytes: &[u8]) -> Outcome<Checkout> {
+pub(crate) fn checkout_unindexed(bytes: &[u8]) -> ScanOutcome<Checkout> {
     scan_checkout(bytes, false).into()
 }
 

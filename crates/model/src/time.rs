@@ -35,6 +35,17 @@ pub const MAX_EVENT_TIME: EventTime = EventTime(7_258_118_400 * MICROS_PER_SECON
 #[serde(transparent)]
 pub struct EventTime(pub i64);
 
+/// The system clock as an event time (the epoch if the clock is set before it). For the
+/// services' own bookkeeping: how far ahead of now an event is, the watermark lag, when a base
+/// was written. The engine never calls it: it reads no clock.
+pub fn wall_clock() -> EventTime {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    EventTime(micros)
+}
+
 impl EventTime {
     /// The instant `micros` microseconds after the epoch.
     pub const fn from_micros(micros: i64) -> Self {

@@ -13,7 +13,7 @@ use crate::connection::Connection;
 use crate::error::{code_of, PubSubError};
 
 /// Ack deadline of the subscriptions `ensure_topology` creates.
-pub const ACK_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const ACK_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A topic or a subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl fmt::Display for ResourceKind {
 
 /// Whether an `ensure_*` call created its resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ResourceOutcome {
     /// It did not exist and was created.
     Created,
     /// It was already there (for a subscription: on the expected topic).
@@ -50,7 +50,7 @@ pub struct ResourceStatus {
     /// Full resource name (`projects/.../topics/...`).
     pub name: String,
     /// Created or already there.
-    pub outcome: Outcome,
+    pub outcome: ResourceOutcome,
 }
 
 /// What `ensure_topology` found and did, in creation order (topics first).
@@ -65,14 +65,14 @@ impl TopologyReport {
     pub fn created(&self) -> impl Iterator<Item = &ResourceStatus> {
         self.resources
             .iter()
-            .filter(|r| r.outcome == Outcome::Created)
+            .filter(|r| r.outcome == ResourceOutcome::Created)
     }
 
     /// The resources that were already there.
     pub fn existing(&self) -> impl Iterator<Item = &ResourceStatus> {
         self.resources
             .iter()
-            .filter(|r| r.outcome == Outcome::AlreadyExisted)
+            .filter(|r| r.outcome == ResourceOutcome::AlreadyExisted)
     }
 }
 
@@ -140,7 +140,7 @@ impl Admin {
     }
 
     /// Creates topic `topic` (an id, not a path) unless it exists.
-    pub async fn ensure_topic(&self, topic: &str) -> Result<Outcome, PubSubError> {
+    pub async fn ensure_topic(&self, topic: &str) -> Result<ResourceOutcome, PubSubError> {
         validate_id("topic", topic)?;
         let name = self.conn.topic_path(topic);
         let operation = format!("creating topic {name}");
@@ -154,10 +154,10 @@ impl Admin {
         match result {
             Ok(_) => {
                 tracing::info!(topic = %name, "created topic");
-                Ok(Outcome::Created)
+                Ok(ResourceOutcome::Created)
             }
             Err(e) => match code_of(&e) {
-                Some(Code::AlreadyExists) => Ok(Outcome::AlreadyExisted),
+                Some(Code::AlreadyExists) => Ok(ResourceOutcome::AlreadyExisted),
                 // Creating a topic needs nothing but the project: NOT_FOUND means the project.
                 Some(Code::NotFound) => Err(PubSubError::ProjectNotFound {
                     operation,
@@ -176,7 +176,7 @@ impl Admin {
         subscription: &str,
         topic: &str,
         ack_deadline: Duration,
-    ) -> Result<Outcome, PubSubError> {
+    ) -> Result<ResourceOutcome, PubSubError> {
         validate_id("subscription", subscription)?;
         validate_id("topic", topic)?;
         let name = self.conn.subscription_path(subscription);
@@ -193,7 +193,7 @@ impl Admin {
         match self.conn.send(&operation, create).await? {
             Ok(_) => {
                 tracing::info!(subscription = %name, topic = %topic_name, "created subscription");
-                Ok(Outcome::Created)
+                Ok(ResourceOutcome::Created)
             }
             Err(e) => match code_of(&e) {
                 Some(Code::AlreadyExists) => {
@@ -214,7 +214,7 @@ impl Admin {
                             expected_topic: topic_name,
                         });
                     }
-                    Ok(Outcome::AlreadyExisted)
+                    Ok(ResourceOutcome::AlreadyExisted)
                 }
                 Some(Code::NotFound) => Err(PubSubError::NotFound {
                     kind: "topic",

@@ -174,7 +174,7 @@ impl Topology {
 
 /// Checks a topic or subscription id (`kind` is `"topic"` or `"subscription"`) against Pub/Sub's
 /// rules, so a bad flag fails here with a clear message rather than at the server.
-pub fn validate_id(kind: &'static str, name: &str) -> Result<(), PubSubError> {
+pub(crate) fn validate_id(kind: &'static str, name: &str) -> Result<(), PubSubError> {
     let fail = |reason| {
         Err(PubSubError::InvalidName {
             kind,

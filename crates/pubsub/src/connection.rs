@@ -19,7 +19,7 @@ use crate::error::{ClientError, ErrorContext, PubSubError};
 /// Time limit for one admin call (and for the first access token) against Google Cloud.
 pub const CLOUD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time limit for one admin call against the emulator, which answers at once or not at all.
-pub const EMULATOR_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const EMULATOR_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time limit for the TCP check of the emulator's address.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

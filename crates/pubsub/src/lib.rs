@@ -2,29 +2,33 @@
 //!
 //! # Layout
 //!
-//! - [`args`]: the `clap` flags ([`PubSubArgs`]) and the resolved names ([`Topology`]).
-//! - [`connection`]: emulator or Google Cloud, credentials, time limits ([`Connection`]).
-//! - [`admin`]: idempotent creation of topics and subscriptions ([`ensure_topology`], [`Admin`]).
-//! - [`publisher`]: one topic's [`Publisher`], single messages and bulk loads.
-//! - [`subscriber`]: [`Subscription`], N streaming pulls with flow control, lease extension and
+//! - `args`: the `clap` flags ([`PubSubArgs`]) and the resolved names ([`Topology`]).
+//! - `connection`: emulator or Google Cloud, credentials, time limits ([`Connection`]).
+//! - `admin`: idempotent creation of topics and subscriptions ([`ensure_topology`], [`Admin`]).
+//! - `publisher`: one topic's [`Publisher`], single messages and bulk loads.
+//! - `subscriber`: [`Subscription`], N streaming pulls with flow control, lease extension and
 //!   late acks through [`AckHandle`].
-//! - [`error`]: [`PubSubError`], with messages that say what to fix.
+//! - `error`: [`PubSubError`], with messages that say what to fix.
+//!
+//! The modules are private; what a caller needs is re-exported here.
 //!
 //! Against the emulator (`PUBSUB_EMULATOR_HOST=HOST:PORT`) every client uses the endpoint
 //! `http://HOST:PORT` and anonymous credentials; against Google Cloud, the key file from
 //! `--credentials`, else application-default credentials.
 
-pub mod admin;
-pub mod args;
-pub mod connection;
-pub mod error;
-pub mod publisher;
-pub mod subscriber;
+mod admin;
+mod args;
+mod connection;
+mod error;
+mod publisher;
+mod subscriber;
 
-pub use admin::{ensure_topology, Admin, Outcome, ResourceKind, ResourceStatus, TopologyReport};
+pub use admin::{
+    ensure_topology, Admin, ResourceKind, ResourceOutcome, ResourceStatus, TopologyReport,
+};
 pub use args::{PubSubArgs, Topology};
-pub use connection::{Connection, Target};
-pub use error::PubSubError;
+pub use connection::{Connection, Target, CLOUD_TIMEOUT};
+pub use error::{ClientError, PubSubError};
 pub use publisher::{OutgoingMessage, PublishFuture, Publisher, PublisherOptions};
 pub use subscriber::{
     AckHandle, ReceivedMessage, SubscribeOptions, Subscription, SubscriptionHandle,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use firstclick_cli::GcpArgs;
 use firstclick_pubsub::{
-    ensure_topology, Admin, Connection, Outcome, OutgoingMessage, PubSubArgs, PubSubError,
-    Publisher, ReceivedMessage, SubscribeOptions, Subscription, Topology,
+    ensure_topology, Admin, Connection, OutgoingMessage, PubSubArgs, PubSubError, Publisher,
+    ReceivedMessage, ResourceOutcome, SubscribeOptions, Subscription, Topology,
 };
 
 const PROJECT: &str = "firstclick-test";
@@ -57,13 +57,16 @@ impl Fixture {
         let admin = Admin::new(&conn()).await.expect("admin clients");
         let topic = unique(prefix);
         let subscription = format!("{topic}-sub");
-        assert_eq!(admin.ensure_topic(&topic).await.unwrap(), Outcome::Created);
+        assert_eq!(
+            admin.ensure_topic(&topic).await.unwrap(),
+            ResourceOutcome::Created
+        );
         assert_eq!(
             admin
                 .ensure_subscription(&subscription, &topic, deadline)
                 .await
                 .unwrap(),
-            Outcome::Created
+            ResourceOutcome::Created
         );
         Self {
             admin,

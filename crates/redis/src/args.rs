@@ -110,7 +110,7 @@ impl RedisArgs {
 
 /// Replaces the password of `scheme://user:password@host...` (or `scheme://:password@host`) by
 /// `***`. A lone `scheme://name@host` is redacted as well, in case the name is a secret.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };

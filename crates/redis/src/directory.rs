@@ -22,10 +22,10 @@ use crate::cache::{CacheSettings, TtlCache};
 use crate::error::RedisError;
 
 /// The hash field that holds a user's name.
-pub const USER_NAME_FIELD: &str = "user_name";
+pub(crate) const USER_NAME_FIELD: &str = "user_name";
 /// The hash field that holds a user's password. Written by [`UserDirectory::put_users`], never
 /// read.
-pub const PASSWORD_FIELD: &str = "password";
+pub(crate) const PASSWORD_FIELD: &str = "password";
 /// Users written per pipelined round trip by [`UserDirectory::put_users`].
 pub const PUT_BATCH: usize = 1000;
 

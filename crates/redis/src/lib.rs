@@ -5,15 +5,17 @@
 //! producers' layout). Only `user_name` is ever read.
 //!
 //! # Layout
-//! - [`args`]: [`RedisArgs`], the `--redis-*` and `--user-cache-*` flags and their environment
+//! - `args`: [`RedisArgs`], the `--redis-*` and `--user-cache-*` flags and their environment
 //!   variables; the password is applied to the URL and never printed.
-//! - [`directory`]: [`UserDirectory`], the enricher: cached, batched, pipelined `names` lookups
+//! - `directory`: [`UserDirectory`], the enricher: cached, batched, pipelined `names` lookups
 //!   that fail fast during an outage and recover by themselves; `put_users`; `wait_until_ready`.
-//! - [`cache`]: the bounded TTL cache behind it ([`CacheSettings`]).
-//! - [`checkpoint`]: [`CheckpointStore`], the keys of the incremental checkpoints (meta, changelog,
+//! - `cache`: the bounded TTL cache behind it ([`CacheSettings`]).
+//! - `checkpoint`: [`CheckpointStore`], the keys of the incremental checkpoints (meta, changelog,
 //!   bases) and the atomicity of each step.
-//! - [`error`]: [`RedisError`], with [`RedisError::is_transient`] to decide between retrying and
+//! - `error`: [`RedisError`], with [`RedisError::is_transient`] to decide between retrying and
 //!   stopping.
+//!
+//! The modules are private; what a caller needs is re-exported here.
 //!
 //! # Tests and measurements
 //! The integration tests need a real `redis-server`: `REDIS_URL` names the shared one (they
@@ -25,15 +27,15 @@
 //! REDIS_URL=redis://127.0.0.1:6390 cargo run --release -p firstclick-redis --example lookup_throughput
 //! ```
 
-pub mod args;
-pub mod cache;
-pub mod checkpoint;
-pub mod directory;
-pub mod error;
+mod args;
+mod cache;
+mod checkpoint;
+mod directory;
+mod error;
 
 pub use args::RedisArgs;
 pub use cache::CacheSettings;
 pub use checkpoint::{CheckpointMeta, CheckpointStore, META_FORMAT};
-pub use directory::{DirectoryStats, Timeouts, UserDirectory};
+pub use directory::{DirectoryStats, Timeouts, UserDirectory, PUT_BATCH};
 pub use error::RedisError;
 pub use firstclick_model::UserId;

@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
-use datagen::{Generator, GeneratorConfig};
+use firstclick_datagen::{Generator, GeneratorConfig};
 use firstclick_engine::{Engine, EngineConfig};
 use firstclick_model::{parse_checkout, parse_click, Checkout, Click, EventKind};
-use firstclick_replay::sink::CountingSink;
+use firstclick_replay::CountingSink;
 use firstclick_replay::Pipeline;
 
 struct Counting;

@@ -2,25 +2,32 @@
 //! `streaming replay --clicks .. --checkouts .. --users .. --out ..`).
 //!
 //! # Layout
-//! - [`source`]: reads an NDJSON file on its own thread and parses it into batches of events,
-//!   keeping line numbers for bad lines.
-//! - [`merge`]: merges the click and checkout sources by the event time of their next line
+//! - `source`: reads an NDJSON file on its own thread and parses it into batches of events,
+//!   keeping line numbers for bad lines ([`SourceError`]).
+//! - `merge`: merges the click and checkout sources by the event time of their next line
 //!   (ties: click first), each keeping its own order.
-//! - [`pipeline`]: [`Pipeline`], the synchronous driver around the engine: events in, rows
+//! - `pipeline`: [`Pipeline`], the synchronous driver around the engine: events in, rows
 //!   enriched with user names out to a [`RowSink`], late clicks and bad lines accounted for.
-//! - [`sink`]: NDJSON writers for rows, late clicks and dead letters.
-//! - [`users`]: loading the users file.
-//! - [`summary`]: the counters printed at the end of a run.
-//! - [`replay`]: the whole replay, wired together.
+//! - `sink`: [`RowSink`] and its implementations ([`NdjsonWriter`], [`CountingSink`]), NDJSON
+//!   writers for late clicks and dead letters, [`FileSinkError`].
+//! - `users`: loading the users file into [`UserNames`] ([`UsersError`]).
+//! - `summary`: [`Summary`], the counters printed at the end of a run.
+//! - `replay`: [`replay()`], the whole replay wired together ([`ReplayOptions`],
+//!   [`ReplayError`]).
+//!
+//! The modules are private; the items above are re-exported here.
 
-pub mod merge;
-pub mod pipeline;
-pub mod replay;
-pub mod sink;
-pub mod source;
-pub mod summary;
-pub mod users;
+mod merge;
+mod pipeline;
+mod replay;
+mod sink;
+mod source;
+mod summary;
+mod users;
 
-pub use pipeline::{Pipeline, RowSink};
+pub use pipeline::Pipeline;
 pub use replay::{replay, ReplayError, ReplayOptions};
+pub use sink::{CountingSink, FileSinkError, NdjsonWriter, RowSink};
+pub use source::SourceError;
 pub use summary::Summary;
+pub use users::{UserNames, UsersError};

@@ -48,14 +48,14 @@ impl Side {
 }
 
 /// The merged stream of two parsed files.
-pub struct Merge {
+pub(crate) struct Merge {
     clicks: Side,
     checkouts: Side,
 }
 
 impl Merge {
     /// Merges the batches of a click file and a checkout file.
-    pub fn new(clicks: Receiver<Vec<Item>>, checkouts: Receiver<Vec<Item>>) -> Self {
+    pub(crate) fn new(clicks: Receiver<Vec<Item>>, checkouts: Receiver<Vec<Item>>) -> Self {
         Merge {
             clicks: Side::new(clicks),
             checkouts: Side::new(checkouts),

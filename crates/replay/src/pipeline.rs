@@ -5,13 +5,12 @@
 //! [`RowSink`]. Late clicks go to an optional late output. Used by the file replay and the
 //! embedded demo; the streaming service has its own asynchronous shell around the same engine.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, Engine, EngineConfig, FinalCheckout};
-use firstclick_model::{Checkout, Click, EventTime};
+use firstclick_model::{Checkout, Click};
 
-pub use crate::sink::RowSink;
-use crate::sink::{LateClickRecord, NdjsonWriter, SinkError};
+use crate::sink::{FileSinkError, LateClickRecord, NdjsonWriter, RowSink};
 use crate::summary::Summary;
 use crate::users::UserNames;
 
@@ -24,15 +23,6 @@ pub struct Pipeline<S: RowSink> {
     finals: Vec<FinalCheckout>,
     summary: Summary,
     started: Instant,
-}
-
-/// The current wall-clock time as an event time.
-pub fn wall_clock() -> EventTime {
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    EventTime::from_micros(micros)
 }
 
 impl<S: RowSink> Pipeline<S> {
@@ -61,7 +51,7 @@ impl<S: RowSink> Pipeline<S> {
     }
 
     /// Takes in a click.
-    pub fn click(&mut self, click: Click) -> Result<(), SinkError> {
+    pub fn click(&mut self, click: Click) -> Result<(), FileSinkError> {
         self.summary.events_read += 1;
         let watermark = self.engine.watermark();
         let maybe_late = self.late.is_some() && watermark.is_some_and(|w| click.time < w);
@@ -83,7 +73,7 @@ impl<S: RowSink> Pipeline<S> {
     }
 
     /// Takes in a checkout.
-    pub fn checkout(&mut self, checkout: Checkout) -> Result<(), SinkError> {
+    pub fn checkout(&mut self, checkout: Checkout) -> Result<(), FileSinkError> {
         self.summary.events_read += 1;
         if self.engine.on_checkout(checkout) == CheckoutOutcome::Late
             && self.engine.drain_final(&mut self.finals) > 0
@@ -99,8 +89,8 @@ impl<S: RowSink> Pipeline<S> {
         self.summary.bad += 1;
     }
 
-    fn emit(&mut self) -> Result<(), SinkError> {
-        let now = wall_clock();
+    fn emit(&mut self) -> Result<(), FileSinkError> {
+        let now = firstclick_model::time::wall_clock();
         for f in self.finals.drain(..) {
             let name = self.users.get(&f.checkout.user_id).cloned();
             if name.is_none() {
@@ -114,7 +104,7 @@ impl<S: RowSink> Pipeline<S> {
 
     /// Ends the input: every pending checkout is written, outputs are flushed, and the summary
     /// and the sink are handed back.
-    pub fn finish(mut self) -> Result<(Summary, S), SinkError> {
+    pub fn finish(mut self) -> Result<(Summary, S), FileSinkError> {
         self.engine.flush(&mut self.finals);
         self.emit()?;
         self.sink.flush()?;

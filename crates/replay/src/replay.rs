@@ -11,7 +11,7 @@ use firstclick_model::EventKind;
 
 use crate::merge::Merge;
 use crate::pipeline::Pipeline;
-use crate::sink::{BackgroundWriter, DeadLetterRecord, NdjsonWriter, SinkError};
+use crate::sink::{BackgroundWriter, DeadLetterRecord, FileSinkError, NdjsonWriter};
 use crate::source::{FileSource, Item, SourceError};
 use crate::summary::Summary;
 use crate::users::{load_users, UserNames, UsersError};
@@ -48,7 +48,7 @@ pub enum ReplayError {
     Users(#[from] UsersError),
     /// An output could not be written.
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Sink(#[from] FileSinkError),
 }
 
 /// Runs a replay; see the module documentation.

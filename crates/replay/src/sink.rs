@@ -9,7 +9,7 @@ use firstclick_model::{AttributedRow, Click};
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {path}: {source}; check free space and permissions")]
-pub struct SinkError {
+pub struct FileSinkError {
     /// The file (or `-` for standard output).
     pub path: PathBuf,
     /// The cause.
@@ -25,11 +25,11 @@ pub struct NdjsonWriter {
 
 impl NdjsonWriter {
     /// Creates (truncates) `path`; `-` writes to standard output.
-    pub fn create(path: &Path) -> Result<Self, SinkError> {
+    pub fn create(path: &Path) -> Result<Self, FileSinkError> {
         let inner: Box<dyn Write + Send> = if path == Path::new("-") {
             Box::new(std::io::stdout())
         } else {
-            Box::new(File::create(path).map_err(|source| SinkError {
+            Box::new(File::create(path).map_err(|source| FileSinkError {
                 path: path.to_path_buf(),
                 source,
             })?)
@@ -41,15 +41,15 @@ impl NdjsonWriter {
         })
     }
 
-    fn err(&self, source: std::io::Error) -> SinkError {
-        SinkError {
+    fn err(&self, source: std::io::Error) -> FileSinkError {
+        FileSinkError {
             path: self.path.clone(),
             source,
         }
     }
 
     /// Writes one value as a line of JSON.
-    pub fn write<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), SinkError> {
+    pub fn write<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FileSinkError> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, value)
             .map_err(|e| self.err(std::io::Error::other(e)))?;
@@ -61,7 +61,7 @@ impl NdjsonWriter {
     }
 
     /// Flushes buffered lines.
-    pub fn flush(&mut self) -> Result<(), SinkError> {
+    pub fn flush(&mut self) -> Result<(), FileSinkError> {
         self.out.flush().map_err(|e| self.err(e))
     }
 }
@@ -69,13 +69,13 @@ impl NdjsonWriter {
 /// Where finished rows go.
 pub trait RowSink {
     /// Writes one row.
-    fn write_row(&mut self, row: AttributedRow) -> Result<(), SinkError>;
+    fn write_row(&mut self, row: AttributedRow) -> Result<(), FileSinkError>;
     /// Makes everything written so far durable (or visible).
-    fn flush(&mut self) -> Result<(), SinkError>;
+    fn flush(&mut self) -> Result<(), FileSinkError>;
 }
 
 impl RowSink for NdjsonWriter {
-    fn write_row(&mut self, row: AttributedRow) -> Result<(), SinkError> {
+    fn write_row(&mut self, row: AttributedRow) -> Result<(), FileSinkError> {
         self.line.clear();
         row.write_json(&mut self.line);
         self.line.push(b'\n');
@@ -84,18 +84,18 @@ impl RowSink for NdjsonWriter {
         self.line = line;
         r
     }
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), FileSinkError> {
         NdjsonWriter::flush(self)
     }
 }
 
 /// Rows kept in memory (tests, benchmarks).
 impl RowSink for Vec<AttributedRow> {
-    fn write_row(&mut self, row: AttributedRow) -> Result<(), SinkError> {
+    fn write_row(&mut self, row: AttributedRow) -> Result<(), FileSinkError> {
         self.push(row);
         Ok(())
     }
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), FileSinkError> {
         Ok(())
     }
 }
@@ -108,21 +108,21 @@ pub struct CountingSink {
 }
 
 impl RowSink for CountingSink {
-    fn write_row(&mut self, _row: AttributedRow) -> Result<(), SinkError> {
+    fn write_row(&mut self, _row: AttributedRow) -> Result<(), FileSinkError> {
         self.rows += 1;
         Ok(())
     }
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), FileSinkError> {
         Ok(())
     }
 }
 
 /// Rows batched to a writer thread that serializes and writes them, so the engine's thread
 /// does not spend its time on JSON and system calls.
-pub struct BackgroundWriter {
+pub(crate) struct BackgroundWriter {
     batch: Vec<AttributedRow>,
     tx: Option<crossbeam_channel::Sender<Vec<AttributedRow>>>,
-    handle: Option<std::thread::JoinHandle<Result<NdjsonWriter, SinkError>>>,
+    handle: Option<std::thread::JoinHandle<Result<NdjsonWriter, FileSinkError>>>,
     path: PathBuf,
 }
 
@@ -131,7 +131,7 @@ impl BackgroundWriter {
     const BATCH: usize = 1024;
 
     /// Starts the writer thread around `inner`.
-    pub fn spawn(mut inner: NdjsonWriter) -> Result<Self, SinkError> {
+    pub(crate) fn spawn(mut inner: NdjsonWriter) -> Result<Self, FileSinkError> {
         let path = inner.path.clone();
         let (tx, rx) = crossbeam_channel::bounded::<Vec<AttributedRow>>(4);
         let handle = std::thread::Builder::new()
@@ -145,7 +145,7 @@ impl BackgroundWriter {
                 inner.flush()?;
                 Ok(inner)
             })
-            .map_err(|source| SinkError {
+            .map_err(|source| FileSinkError {
                 path: path.clone(),
                 source,
             })?;
@@ -157,7 +157,7 @@ impl BackgroundWriter {
         })
     }
 
-    fn send(&mut self) -> Result<(), SinkError> {
+    fn send(&mut self) -> Result<(), FileSinkError> {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(Self::BATCH));
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
         if sent {
@@ -165,7 +165,7 @@ impl BackgroundWriter {
         } else {
             // The writer thread stopped: its own error says why.
             self.join().and_then(|_| {
-                Err(SinkError {
+                Err(FileSinkError {
                     path: self.path.clone(),
                     source: std::io::Error::other("the row writer thread stopped"),
                 })
@@ -173,12 +173,12 @@ impl BackgroundWriter {
         }
     }
 
-    fn join(&mut self) -> Result<(), SinkError> {
+    fn join(&mut self) -> Result<(), FileSinkError> {
         self.tx = None;
         match self.handle.take().map(|h| h.join()) {
             None | Some(Ok(Ok(_))) => Ok(()),
             Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(SinkError {
+            Some(Err(_)) => Err(FileSinkError {
                 path: self.path.clone(),
                 source: std::io::Error::other("the row writer thread panicked"),
             }),
@@ -187,7 +187,7 @@ impl BackgroundWriter {
 }
 
 impl RowSink for BackgroundWriter {
-    fn write_row(&mut self, row: AttributedRow) -> Result<(), SinkError> {
+    fn write_row(&mut self, row: AttributedRow) -> Result<(), FileSinkError> {
         self.batch.push(row);
         if self.batch.len() >= Self::BATCH {
             self.send()?;
@@ -197,7 +197,7 @@ impl RowSink for BackgroundWriter {
 
     /// Sends what is batched, waits for the writer thread to write and flush everything, and
     /// stops it: call once, at the end.
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), FileSinkError> {
         if !self.batch.is_empty() {
             self.send()?;
         }
@@ -207,26 +207,30 @@ impl RowSink for BackgroundWriter {
 
 /// A late click as written to the late output.
 #[derive(serde::Serialize)]
-pub struct LateClickRecord<'a> {
+pub(crate) struct LateClickRecord<'a> {
     /// The click.
-    pub click_id: String,
+    pub(crate) click_id: String,
     /// The user.
-    pub user_id: i64,
+    pub(crate) user_id: i64,
     /// The product.
-    pub product_id: String,
+    pub(crate) product_id: String,
     /// Its event time.
-    pub datetime_occured: String,
+    pub(crate) datetime_occured: String,
     /// The watermark when it arrived.
-    pub watermark: String,
+    pub(crate) watermark: String,
     /// Whether it was still kept for checkouts not final yet.
-    pub kept_for_pending: bool,
+    pub(crate) kept_for_pending: bool,
     /// Why it is here.
-    pub reason: &'a str,
+    pub(crate) reason: &'a str,
 }
 
 impl<'a> LateClickRecord<'a> {
     /// The record of `click`, late against `watermark`.
-    pub fn new(click: &Click, watermark: Option<firstclick_model::EventTime>, kept: bool) -> Self {
+    pub(crate) fn new(
+        click: &Click,
+        watermark: Option<firstclick_model::EventTime>,
+        kept: bool,
+    ) -> Self {
         LateClickRecord {
             click_id: click.click_id.to_string(),
             user_id: click.user_id,
@@ -242,17 +246,17 @@ impl<'a> LateClickRecord<'a> {
 
 /// A refused line as written to the dead-letter output.
 #[derive(serde::Serialize)]
-pub struct DeadLetterRecord<'a> {
+pub(crate) struct DeadLetterRecord<'a> {
     /// `click` or `checkout`.
-    pub stream: &'a str,
+    pub(crate) stream: &'a str,
     /// Source file.
-    pub file: &'a str,
+    pub(crate) file: &'a str,
     /// 1-based line number.
-    pub line: u64,
+    pub(crate) line: u64,
     /// The offending field, if one is to blame.
-    pub field: Option<&'a str>,
+    pub(crate) field: Option<&'a str>,
     /// Why it was refused.
-    pub reason: &'a str,
+    pub(crate) reason: &'a str,
     /// The line (cut to 1,000 bytes).
-    pub text: &'a str,
+    pub(crate) text: &'a str,
 }

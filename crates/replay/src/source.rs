@@ -21,7 +21,7 @@ const BLOCK: usize = 4 << 20;
 
 /// One parsed line.
 #[derive(Debug)]
-pub enum Item {
+pub(crate) enum Item {
     /// A valid click.
     Click(Click),
     /// A valid checkout.
@@ -48,19 +48,19 @@ pub struct SourceError {
 }
 
 /// A file being parsed in the background.
-pub struct FileSource {
+pub(crate) struct FileSource {
     /// Batches of parsed lines, in file order.
-    pub batches: Receiver<Vec<Item>>,
+    pub(crate) batches: Receiver<Vec<Item>>,
     /// Bytes read so far (for progress).
-    pub bytes_read: Arc<AtomicU64>,
+    pub(crate) bytes_read: Arc<AtomicU64>,
     /// The file's size at open.
-    pub size: u64,
+    pub(crate) size: u64,
     handle: JoinHandle<Result<(), SourceError>>,
 }
 
 impl FileSource {
     /// Opens `path` and starts parsing it as `kind` messages.
-    pub fn open(path: &Path, kind: EventKind) -> Result<Self, SourceError> {
+    pub(crate) fn open(path: &Path, kind: EventKind) -> Result<Self, SourceError> {
         let err = |source| SourceError {
             path: path.to_path_buf(),
             source,
@@ -84,7 +84,7 @@ impl FileSource {
     }
 
     /// Waits for the parser thread and returns its read error, if any.
-    pub fn finish(self) -> Result<(), SourceError> {
+    pub(crate) fn finish(self) -> Result<(), SourceError> {
         drop(self.batches);
         match self.handle.join() {
             Ok(r) => r,
@@ -97,7 +97,7 @@ impl FileSource {
 }
 
 /// Parses one line (without its newline) as `kind`.
-pub fn parse_line(kind: EventKind, line_no: u64, bytes: &[u8]) -> Item {
+pub(crate) fn parse_line(kind: EventKind, line_no: u64, bytes: &[u8]) -> Item {
     let parsed = match kind {
         EventKind::Click => parse_click(bytes).map(Item::Click),
         EventKind::Checkout => parse_checkout(bytes).map(Item::Checkout),

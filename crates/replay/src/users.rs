@@ -35,7 +35,7 @@ pub enum UsersError {
 pub type UserNames = HashMap<UserId, String>;
 
 /// Reads a users file. A bad line is an error: a users file is configuration, not a stream.
-pub fn load_users(path: &Path) -> Result<UserNames, UsersError> {
+pub(crate) fn load_users(path: &Path) -> Result<UserNames, UsersError> {
     let io = |source| UsersError::Io {
         path: path.to_path_buf(),
         source,

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! redis-server --port 6390 --save "" --appendonly no --daemonize yes
-//! REDIS_URL=redis://127.0.0.1:6390 cargo bench -p streaming --bench checkpoint -- \
+//! REDIS_URL=redis://127.0.0.1:6390 cargo bench -p firstclick-streaming --bench checkpoint -- \
 //!     --live 1000000,5000000,10000000 --rate 2000
 //! ```
 //!
@@ -544,9 +544,10 @@ async fn restore(url: &str, name: &str, lookback_micros: i64, verify: Option<(u6
         ..EngineConfig::default()
     };
     let started = Instant::now();
-    let loaded = streaming::state::load(&store, config, None, &CancellationToken::new())
-        .await
-        .expect("restore");
+    let loaded =
+        firstclick_streaming::load_checkpoint(&store, config, None, &CancellationToken::new())
+            .await
+            .expect("restore");
     println!(
         "secs={:.2} live={} pending={} watermark={:?} elements={} mb={:.0} rss_mb={:.0}",
         started.elapsed().as_secs_f64(),

@@ -19,23 +19,23 @@ use firstclick_model::AttributionModel;
     long_about,
     args_conflicts_with_subcommands = true
 )]
-pub struct Cli {
+pub struct StreamingCli {
     /// What to run.
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<StreamingCommand>,
 
     /// The streaming service's settings (when no subcommand is given).
     #[command(flatten)]
-    pub run: Box<crate::run::RunArgs>,
+    pub(crate) run: Box<crate::run::RunArgs>,
 
     /// Logging.
     #[command(flatten)]
-    pub log: firstclick_cli::LogArgs,
+    pub(crate) log: firstclick_cli::LogArgs,
 }
 
 /// The subcommands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum StreamingCommand {
     /// Run the streaming service (the default when a cloud is configured).
     Run(Box<crate::run::RunArgs>),
     /// Replay NDJSON files of clicks and checkouts through the engine into NDJSON rows.
@@ -49,7 +49,7 @@ pub enum Command {
 
 /// `streaming state ...`.
 #[derive(Subcommand, Debug)]
-pub enum StateCommand {
+pub(crate) enum StateCommand {
     /// Print the checkpoint: keys, format version, live clicks, pending checkouts, watermark,
     /// changelog length, age and size of the base snapshot (reads it all, as a restore would).
     Inspect(StateInspectArgs),
@@ -60,32 +60,32 @@ pub enum StateCommand {
 
 /// `streaming state inspect`.
 #[derive(Args, Debug)]
-pub struct StateInspectArgs {
+pub(crate) struct StateInspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// The service's settings (the checkpoint's name derives from them, as in `run`).
     #[command(flatten)]
-    pub run: Box<crate::run::RunArgs>,
+    pub(crate) run: Box<crate::run::RunArgs>,
 }
 
 /// `streaming state reset`.
 #[derive(Args, Debug)]
-pub struct StateResetArgs {
+pub(crate) struct StateResetArgs {
     /// Confirms the deletion; without it nothing is deleted.
     #[arg(long)]
-    pub yes: bool,
+    pub(crate) yes: bool,
     /// The service's settings (the checkpoint's name derives from them, as in `run`).
     #[command(flatten)]
-    pub run: Box<crate::run::RunArgs>,
+    pub(crate) run: Box<crate::run::RunArgs>,
 }
 
 /// Attribution settings.
 #[derive(Args, Clone, Debug)]
-pub struct EngineArgs {
+pub(crate) struct EngineArgs {
     /// How far before a checkout its click may be, in seconds (inclusive).
     #[arg(long = "lookback-secs", env = "LOOKBACK_SECS", default_value_t = 3600)]
-    pub lookback_secs: u64,
+    pub(crate) lookback_secs: u64,
 
     /// How far, in seconds, a click may arrive behind the newest click seen (watermark delay).
     #[arg(
@@ -93,7 +93,7 @@ pub struct EngineArgs {
         env = "OUT_OF_ORDERNESS_SECS",
         default_value_t = 15
     )]
-    pub out_of_orderness_secs: u64,
+    pub(crate) out_of_orderness_secs: u64,
 
     /// Seconds without any click after which the watermark follows processing time.
     #[arg(
@@ -101,7 +101,7 @@ pub struct EngineArgs {
         env = "IDLE_TIMEOUT_SECS",
         default_value_t = 30
     )]
-    pub idle_timeout_secs: u64,
+    pub(crate) idle_timeout_secs: u64,
 
     /// Attribution model: first_click (default) or last_click.
     #[arg(
@@ -109,12 +109,12 @@ pub struct EngineArgs {
         env = "ATTRIBUTION_MODEL",
         default_value = "first_click"
     )]
-    pub model: AttributionModel,
+    pub(crate) model: AttributionModel,
 }
 
 impl EngineArgs {
     /// The engine configuration these flags describe.
-    pub fn config(&self) -> EngineConfig {
+    pub(crate) fn config(&self) -> EngineConfig {
         const S: i64 = 1_000_000;
         let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX / S).saturating_mul(S);
         EngineConfig {
@@ -128,52 +128,52 @@ impl EngineArgs {
 
 /// `streaming replay`.
 #[derive(Args, Debug)]
-pub struct ReplayArgs {
+pub(crate) struct ReplayArgs {
     /// Clicks, one JSON object per line.
     #[arg(long)]
-    pub clicks: PathBuf,
+    pub(crate) clicks: PathBuf,
     /// Checkouts, one JSON object per line.
     #[arg(long)]
-    pub checkouts: PathBuf,
+    pub(crate) checkouts: PathBuf,
     /// Users, one {"id": <int>, "user_name": "<str>"} per line; without it names are NULL.
     #[arg(long)]
-    pub users: Option<PathBuf>,
+    pub(crate) users: Option<PathBuf>,
     /// Where the rows go, one JSON object per line (`-` for standard output).
     #[arg(long)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Where late clicks go (optional).
     #[arg(long)]
-    pub late: Option<PathBuf>,
+    pub(crate) late: Option<PathBuf>,
     /// Where refused lines go, with their reasons (optional; always reported on stderr).
     #[arg(long = "dead-letter")]
-    pub dead_letter: Option<PathBuf>,
+    pub(crate) dead_letter: Option<PathBuf>,
     /// Print the summary as JSON instead of text.
     #[arg(long = "summary-json")]
-    pub summary_json: bool,
+    pub(crate) summary_json: bool,
     /// Attribution settings.
     #[command(flatten)]
-    pub engine: EngineArgs,
+    pub(crate) engine: EngineArgs,
 }
 
 /// `streaming demo` (also what `streaming` runs with no cloud configured).
 #[derive(Args, Debug)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Where the rows go.
     #[arg(
         long = "demo-out",
         env = "DEMO_OUT",
         default_value = "out/demo-rows.ndjson"
     )]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// How many clicks to generate.
     #[arg(long = "demo-clicks", env = "DEMO_CLICKS", default_value_t = 200_000)]
-    pub clicks: u64,
+    pub(crate) clicks: u64,
     /// Seed of the generator.
     #[arg(long = "demo-seed", env = "DEMO_SEED", default_value_t = 42)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Attribution settings.
     #[command(flatten)]
-    pub engine: EngineArgs,
+    pub(crate) engine: EngineArgs,
 }
 
 #[cfg(test)]
@@ -184,6 +184,6 @@ mod tests {
     /// Every flattened connector's flags fit together (unique names, valid defaults).
     #[test]
     fn command_line_is_consistent() {
-        Cli::command().debug_assert();
+        StreamingCli::command().debug_assert();
     }
 }

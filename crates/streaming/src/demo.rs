@@ -5,15 +5,14 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use datagen::{Generator, GeneratorConfig};
+use firstclick_datagen::{Generator, GeneratorConfig};
 use firstclick_model::{parse_checkout, parse_click, EventKind};
-use firstclick_replay::sink::NdjsonWriter;
-use firstclick_replay::Pipeline;
+use firstclick_replay::{NdjsonWriter, Pipeline};
 
 use crate::args::DemoArgs;
 
 /// Runs the demo and prints its summary.
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let engine = args.engine.config();
     let generator = Generator::new(GeneratorConfig {
         seed: args.seed,

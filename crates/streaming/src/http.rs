@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 
 /// Binds `addr` and serves until `stop` is cancelled. Returns the bound address.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     stop: CancellationToken,

@@ -4,9 +4,9 @@
 //! publish fails, the message is nacked and comes back later. Nothing is dropped silently.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use firstclick_model::time::wall_clock;
 use firstclick_model::{parse_checkout, parse_click, BadMessage, Checkout, Click, EventKind};
 use firstclick_pubsub::{AckHandle, OutgoingMessage, Publisher, ReceivedMessage, Subscription};
 use tokio::sync::mpsc;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 
 /// A valid event on its way to the worker.
-pub enum Input {
+pub(crate) enum Input {
     /// A click, its raw message (for the late topic) and its ack handle.
     Click {
         /// The parsed click.
@@ -42,22 +42,22 @@ pub enum Input {
 }
 
 /// What an intake task needs besides its subscription.
-pub struct IntakeContext {
-    /// Which stream the subscription carries.
-    pub kind: EventKind,
+pub(crate) struct IntakeContext {
+    /// Which events the subscription carries (clicks or checkouts).
+    pub(crate) kind: EventKind,
     /// Where valid events go.
-    pub tx: mpsc::Sender<Input>,
+    pub(crate) tx: mpsc::Sender<Input>,
     /// Where bad messages go.
-    pub dead_letter: Arc<Publisher>,
+    pub(crate) dead_letter: Arc<Publisher>,
     /// Counters.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Event times further than this ahead of the wall clock are refused, µs.
-    pub max_future_micros: i64,
+    pub(crate) max_future_micros: i64,
 }
 
 /// Pulls until `stop` is cancelled and the subscription is drained, then hands the subscription
 /// back (so the caller can shut it down once every ack handle is settled).
-pub async fn run(
+pub(crate) async fn run(
     mut sub: Subscription,
     ctx: IntakeContext,
     stop: CancellationToken,
@@ -88,19 +88,12 @@ pub async fn run(
     sub
 }
 
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 fn too_far_ahead(
     kind: EventKind,
     time: firstclick_model::EventTime,
     max_future: i64,
 ) -> Option<BadMessage> {
-    let ahead = time.as_micros() - now_micros();
+    let ahead = time.as_micros() - wall_clock().as_micros();
     (ahead > max_future).then(|| BadMessage {
         kind,
         field: Some("datetime_occured"),
@@ -114,45 +107,45 @@ fn too_far_ahead(
     })
 }
 
-enum Event {
-    Click(Click),
-    Checkout(Checkout),
+/// The worker's input for a valid message, or why it is refused and the message back (boxed:
+/// refusals are rare, and the message is large).
+fn to_input(
+    ctx: &IntakeContext,
+    m: ReceivedMessage,
+) -> Result<Input, (BadMessage, Box<ReceivedMessage>)> {
+    let ahead = |time| too_far_ahead(ctx.kind, time, ctx.max_future_micros);
+    match ctx.kind {
+        EventKind::Click => {
+            Metrics::add(&ctx.metrics.clicks_in, 1);
+            match parse_click(&m.data).map(|click| (ahead(click.time), click)) {
+                Ok((None, click)) => Ok(Input::Click {
+                    click,
+                    data: m.data,
+                    stream: m.stream,
+                    ack: m.ack,
+                }),
+                Ok((Some(bad), _)) | Err(bad) => Err((bad, Box::new(m))),
+            }
+        }
+        EventKind::Checkout => {
+            Metrics::add(&ctx.metrics.checkouts_in, 1);
+            match parse_checkout(&m.data).map(|checkout| (ahead(checkout.time), checkout)) {
+                Ok((None, checkout)) => Ok(Input::Checkout {
+                    checkout,
+                    ack: m.ack,
+                }),
+                Ok((Some(bad), _)) | Err(bad) => Err((bad, Box::new(m))),
+            }
+        }
+    }
 }
 
 /// Returns false when the worker is gone (the service is stopping for good).
 async fn handle_message(ctx: &IntakeContext, m: ReceivedMessage) -> bool {
-    let parsed = match ctx.kind {
-        EventKind::Click => {
-            Metrics::add(&ctx.metrics.clicks_in, 1);
-            parse_click(&m.data).and_then(|c| {
-                match too_far_ahead(ctx.kind, c.time, ctx.max_future_micros) {
-                    Some(bad) => Err(bad),
-                    None => Ok(Event::Click(c)),
-                }
-            })
-        }
-        EventKind::Checkout => {
-            Metrics::add(&ctx.metrics.checkouts_in, 1);
-            parse_checkout(&m.data).and_then(|c| {
-                match too_far_ahead(ctx.kind, c.time, ctx.max_future_micros) {
-                    Some(bad) => Err(bad),
-                    None => Ok(Event::Checkout(c)),
-                }
-            })
-        }
-    };
-    let input = match parsed {
-        Ok(Event::Click(click)) => Input::Click {
-            click,
-            data: m.data,
-            stream: m.stream,
-            ack: m.ack,
-        },
-        Ok(Event::Checkout(checkout)) => Input::Checkout {
-            checkout,
-            ack: m.ack,
-        },
-        Err(bad) => {
+    let input = match to_input(ctx, m) {
+        Ok(input) => input,
+        Err((bad, m)) => {
+            let m = *m;
             Metrics::add(&ctx.metrics.bad, 1);
             let stream = m.stream;
             // Published and acked on the side: the stream's good messages need not wait for

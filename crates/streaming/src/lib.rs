@@ -3,35 +3,40 @@
 //! pipeline.
 //!
 //! # Layout
-//! - [`args`]: flags and environment variables.
-//! - [`demo`]: generator → engine → NDJSON file in one process.
-//! - [`replay_cmd`]: the file replay command.
-//! - [`run`]: the streaming service: Pub/Sub in, Redis enrichment, BigQuery out.
-//! - [`intake`]: one task per subscription: parse, dead-letter bad messages.
-//! - [`worker`]: the thin driver of the delivery core (`firstclick-delivery`), which owns the
+//! - `args`: flags and environment variables ([`StreamingCli`]).
+//! - `demo`: generator → engine → NDJSON file in one process.
+//! - `replay_cmd`: the file replay command.
+//! - `run`: the streaming service: Pub/Sub in, Redis enrichment, BigQuery out.
+//! - `intake`: one task per subscription: parse, dead-letter bad messages.
+//! - `worker`: the thin driver of the delivery core (`firstclick-delivery`), which owns the
 //!   engine: rows, checkpoint deltas and base pieces, acks.
-//! - [`state`]: loading the checkpoint from Redis; `state inspect` and `state reset`.
-//! - [`outage`]: retries with backoff that log an outage once.
-//! - [`shutdown`]: SIGTERM/SIGINT handling.
-//! - [`metrics`], [`http`]: counters, the stats line, /metrics and /healthz.
+//! - `state`: loading the checkpoint from Redis ([`load_checkpoint`], [`Loaded`]); `state
+//!   inspect` and `state reset`.
+//! - `outage`: retries with backoff that log an outage once.
+//! - `shutdown`: SIGTERM/SIGINT handling.
+//! - `metrics`, `http`: counters, the stats line, /metrics and /healthz.
+//!
+//! The modules are private: the binary needs [`main_entry`], the deployment checks
+//! [`StreamingCli`], the checkpoint benchmark [`load_checkpoint`].
 
-pub mod args;
-pub mod demo;
-pub mod http;
-pub mod intake;
-pub mod metrics;
-pub mod outage;
-pub mod replay_cmd;
-pub mod run;
-pub mod shutdown;
-pub mod state;
-pub mod worker;
+mod args;
+mod demo;
+mod http;
+mod intake;
+mod metrics;
+mod outage;
+mod replay_cmd;
+mod run;
+mod shutdown;
+mod state;
+mod worker;
 
 use clap::Parser;
 
-use args::{Cli, Command};
+use args::StreamingCommand;
 
-pub use args::Cli as StreamingCli;
+pub use args::StreamingCli;
+pub use state::{load as load_checkpoint, Loaded};
 
 fn cloud_configured() -> bool {
     ["PUBSUB_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"]
@@ -42,21 +47,21 @@ fn cloud_configured() -> bool {
 /// Parses the command line and runs the chosen mode.
 pub fn main_entry() -> anyhow::Result<()> {
     firstclick_pubsub::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = StreamingCli::parse();
     firstclick_cli::init_logging(&cli.log);
     match cli.command {
-        Some(Command::Replay(args)) => replay_cmd::run(args),
-        Some(Command::Demo(args)) => demo::run(args),
-        Some(Command::Run(args)) => run_service(*args),
-        Some(Command::State(cmd)) => in_runtime(state_command(cmd)),
+        Some(StreamingCommand::Replay(args)) => replay_cmd::run(args),
+        Some(StreamingCommand::Demo(args)) => demo::run(args),
+        Some(StreamingCommand::Run(args)) => run_service(*args),
+        Some(StreamingCommand::State(cmd)) => in_runtime(state_command(cmd)),
         None if cloud_configured() => run_service(*cli.run),
         None => {
             tracing::info!(
                 "no cloud configured (neither PUBSUB_EMULATOR_HOST nor \
                  GOOGLE_APPLICATION_CREDENTIALS is set): running the embedded demo"
             );
-            match Cli::parse_from(["streaming", "demo"]).command {
-                Some(Command::Demo(args)) => demo::run(args),
+            match StreamingCli::parse_from(["streaming", "demo"]).command {
+                Some(StreamingCommand::Demo(args)) => demo::run(args),
                 _ => anyhow::bail!("internal error: the demo subcommand did not parse"),
             }
         }

@@ -9,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Errors are printed as their chain of causes, never with a backtrace: they are the user's to
 /// act on (with `RUST_BACKTRACE` set in the environment, anyhow would print one).
 fn main() -> std::process::ExitCode {
-    match streaming::main_entry() {
+    match firstclick_streaming::main_entry() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("streaming: error: {e:#}");

@@ -6,56 +6,56 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Every counter and gauge; see [`Metrics::prometheus`] for their names.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Click messages received.
-    pub clicks_in: AtomicU64,
+    pub(crate) clicks_in: AtomicU64,
     /// Checkout messages received.
-    pub checkouts_in: AtomicU64,
+    pub(crate) checkouts_in: AtomicU64,
     /// Messages refused (not JSON, missing fields, bad timestamps, ...).
-    pub bad: AtomicU64,
+    pub(crate) bad: AtomicU64,
     /// Refused messages published to the dead-letter topic.
-    pub dead_lettered: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
     /// Clicks that arrived behind the watermark.
-    pub late_clicks: AtomicU64,
+    pub(crate) late_clicks: AtomicU64,
     /// Checkouts that arrived behind the retained state.
-    pub late_checkouts: AtomicU64,
+    pub(crate) late_checkouts: AtomicU64,
     /// Duplicate clicks and checkouts ignored.
-    pub duplicates: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
     /// Rows written to BigQuery.
-    pub rows_written: AtomicU64,
+    pub(crate) rows_written: AtomicU64,
     /// Of those, with a click.
-    pub rows_attributed: AtomicU64,
+    pub(crate) rows_attributed: AtomicU64,
     /// Rows BigQuery refused for good (dead-lettered).
-    pub rows_rejected: AtomicU64,
+    pub(crate) rows_rejected: AtomicU64,
     /// Checkpoints written (changelog deltas appended).
-    pub checkpoints: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
     /// Duration of the last changelog append, µs.
-    pub last_checkpoint_micros: AtomicU64,
+    pub(crate) last_checkpoint_micros: AtomicU64,
     /// Size of the last changelog delta, bytes.
-    pub last_checkpoint_bytes: AtomicU64,
+    pub(crate) last_checkpoint_bytes: AtomicU64,
     /// Bytes of the current base snapshot in Redis.
-    pub state_base_bytes: AtomicU64,
+    pub(crate) state_base_bytes: AtomicU64,
     /// Bytes of changelog a restore would replay over the base.
-    pub state_changelog_bytes: AtomicU64,
+    pub(crate) state_changelog_bytes: AtomicU64,
     /// Bases written (compactions).
-    pub compactions: AtomicU64,
+    pub(crate) compactions: AtomicU64,
     /// Bytes written to Redis for checkpoints (changelog and base pieces).
-    pub checkpoint_bytes_written: AtomicU64,
+    pub(crate) checkpoint_bytes_written: AtomicU64,
     /// Longest time the worker spent in one step of the delivery core (events, ticks with
     /// their checkpoint sealing and compaction steps), µs, since start.
-    pub longest_step_micros: AtomicU64,
+    pub(crate) longest_step_micros: AtomicU64,
     /// Duration of the last BigQuery insert, µs.
-    pub last_insert_micros: AtomicU64,
+    pub(crate) last_insert_micros: AtomicU64,
     /// Clicks in state.
-    pub live_clicks: AtomicU64,
+    pub(crate) live_clicks: AtomicU64,
     /// Checkouts waiting for the watermark.
-    pub pending_checkouts: AtomicU64,
+    pub(crate) pending_checkouts: AtomicU64,
     /// Messages processed and not yet acknowledged (waiting for the next checkpoint).
-    pub unacked: AtomicU64,
+    pub(crate) unacked: AtomicU64,
     /// The watermark, µs since the epoch (0 before the first click).
-    pub watermark_micros: AtomicI64,
+    pub(crate) watermark_micros: AtomicI64,
     /// Wall clock minus watermark, ms.
-    pub watermark_lag_ms: AtomicI64,
+    pub(crate) watermark_lag_ms: AtomicI64,
 }
 
 fn get(a: &AtomicU64) -> u64 {
@@ -64,17 +64,17 @@ fn get(a: &AtomicU64) -> u64 {
 
 impl Metrics {
     /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Sets a gauge.
-    pub fn set(gauge: &AtomicU64, v: u64) {
+    pub(crate) fn set(gauge: &AtomicU64, v: u64) {
         gauge.store(v, Ordering::Relaxed);
     }
 
     /// The one-line summary logged periodically.
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!(
             "in: {} clicks, {} checkouts | rows: {} ({} attributed, {} rejected) | bad {} \
              (dead-lettered {}) | late {} clicks, {} checkouts | duplicates {} | state: {} \
@@ -101,7 +101,7 @@ impl Metrics {
     }
 
     /// All metrics in Prometheus' text exposition format.
-    pub fn prometheus(&self) -> String {
+    pub(crate) fn prometheus(&self) -> String {
         let mut out = String::new();
         let counters: [(&str, &str, &AtomicU64); 13] = [
             (

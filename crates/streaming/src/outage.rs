@@ -13,7 +13,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why a retried call gave up.
 #[derive(Debug, thiserror::Error)]
-pub enum GaveUp<E: std::fmt::Display> {
+pub(crate) enum GaveUp<E: std::fmt::Display> {
     /// The error is not one that waiting fixes.
     #[error("{service}: {error}")]
     Permanent {
@@ -34,7 +34,7 @@ pub enum GaveUp<E: std::fmt::Display> {
 
 /// Tracks one outage of one service: logs when it starts and when it ends, and waits with
 /// exponential backoff in between.
-pub struct Outage {
+pub(crate) struct Outage {
     service: &'static str,
     backoff: Duration,
     down_since: Option<Instant>,
@@ -43,7 +43,7 @@ pub struct Outage {
 
 impl Outage {
     /// No outage yet.
-    pub fn new(service: &'static str) -> Self {
+    pub(crate) fn new(service: &'static str) -> Self {
         Outage {
             service,
             backoff: FIRST_BACKOFF,
@@ -53,7 +53,7 @@ impl Outage {
     }
 
     /// Records a failed attempt; logs the first one of an outage.
-    pub fn failed(&mut self, error: &dyn std::fmt::Display) {
+    pub(crate) fn failed(&mut self, error: &dyn std::fmt::Display) {
         self.attempts += 1;
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
@@ -67,7 +67,7 @@ impl Outage {
     }
 
     /// Records a success; logs the end of an outage if there was one.
-    pub fn recovered(&mut self) {
+    pub(crate) fn recovered(&mut self) {
         if let Some(since) = self.down_since.take() {
             tracing::warn!(
                 service = self.service,
@@ -82,7 +82,7 @@ impl Outage {
     }
 
     /// Waits before the next attempt; false when `stop` was cancelled instead.
-    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
+    pub(crate) async fn wait(&mut self, stop: &CancellationToken) -> bool {
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         tokio::select! {
@@ -94,7 +94,7 @@ impl Outage {
 
 /// Calls `op` until it succeeds, waiting with exponential backoff while `is_transient` says the
 /// error may pass. Returns early when `stop` is cancelled during an outage.
-pub async fn retry<T, E, F, Fut>(
+pub(crate) async fn retry<T, E, F, Fut>(
     service: &'static str,
     stop: &CancellationToken,
     is_transient: impl Fn(&E) -> bool,

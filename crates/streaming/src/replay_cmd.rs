@@ -6,7 +6,7 @@ use firstclick_replay::{replay, ReplayOptions};
 use crate::args::ReplayArgs;
 
 /// Runs the replay and prints its summary (to stderr when the rows go to stdout).
-pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let opts = ReplayOptions {
         clicks: args.clicks,
         checkouts: args.checkouts,

@@ -24,41 +24,41 @@ use crate::worker::{Worker, WorkerConfig, WorkerIo};
 
 /// Everything the streaming service reads from flags or the environment.
 #[derive(Args, Debug, Clone)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Google Cloud project and key.
     #[command(flatten)]
-    pub gcp: GcpArgs,
+    pub(crate) gcp: GcpArgs,
     /// Topics and subscriptions.
     #[command(flatten)]
-    pub pubsub: PubSubArgs,
+    pub(crate) pubsub: PubSubArgs,
     /// Output table.
     #[command(flatten)]
-    pub bigquery: BigQueryArgs,
+    pub(crate) bigquery: BigQueryArgs,
     /// Users and checkpoints.
     #[command(flatten)]
-    pub redis: RedisArgs,
+    pub(crate) redis: RedisArgs,
     /// Attribution.
     #[command(flatten)]
-    pub engine: EngineArgs,
+    pub(crate) engine: EngineArgs,
     /// Service behaviour.
     #[command(flatten)]
-    pub service: ServiceArgs,
+    pub(crate) service: ServiceArgs,
 }
 
 /// Checkpoints, batching, observability.
 #[derive(Args, Debug, Clone)]
-pub struct ServiceArgs {
+pub(crate) struct ServiceArgs {
     /// Longest time between two checkpoints while messages wait for their ack, in seconds.
     #[arg(
         long = "checkpoint-interval-secs",
         env = "CHECKPOINT_INTERVAL_SECS",
         default_value_t = 5
     )]
-    pub checkpoint_interval_secs: u64,
+    pub(crate) checkpoint_interval_secs: u64,
     /// Name of this pipeline's checkpoint; its Redis keys are firstclick:{NAME}:meta, :log and
     /// :base:N [default: PROJECT:CLICK_SUBSCRIPTION].
     #[arg(long = "checkpoint-key", env = "CHECKPOINT_KEY")]
-    pub checkpoint_key: Option<String>,
+    pub(crate) checkpoint_key: Option<String>,
     /// Write a new base snapshot once the changelog since the last one holds at least this many
     /// bytes (and `--compact-ratio` times the base).
     #[arg(
@@ -66,12 +66,12 @@ pub struct ServiceArgs {
         env = "COMPACT_MIN_BYTES",
         default_value_t = 64 << 20
     )]
-    pub compact_min_bytes: u64,
+    pub(crate) compact_min_bytes: u64,
     /// Write a new base snapshot once the changelog holds this many times the base's bytes.
     /// Redis then receives about (1 + 1/RATIO) times the changelog's bytes in all, and a
     /// restore reads at most about (1 + RATIO) times the base: 2.0 gives 1.5x and 3x.
     #[arg(long = "compact-ratio", env = "COMPACT_RATIO", default_value_t = 2.0)]
-    pub compact_ratio: f64,
+    pub(crate) compact_ratio: f64,
     /// Bytes of base snapshot encoded per tick (200 ms) during a compaction: bounds the event
     /// loop's work per tick and sets how fast a base is written (5 MiB/s by default).
     #[arg(
@@ -79,28 +79,28 @@ pub struct ServiceArgs {
         env = "COMPACT_PIECE_BYTES",
         default_value_t = 1 << 20
     )]
-    pub compact_piece_bytes: usize,
+    pub(crate) compact_piece_bytes: usize,
     /// Rows per BigQuery flush at most.
     #[arg(long = "bq-batch-rows", env = "BQ_BATCH_ROWS", default_value_t = 500)]
-    pub batch_rows: usize,
+    pub(crate) batch_rows: usize,
     /// Seconds between two stats lines in the log.
     #[arg(
         long = "stats-interval-secs",
         env = "STATS_INTERVAL_SECS",
         default_value_t = 10
     )]
-    pub stats_interval_secs: u64,
+    pub(crate) stats_interval_secs: u64,
     /// Address of the /metrics and /healthz endpoint; empty to disable.
     #[arg(
         long = "metrics-addr",
         env = "METRICS_ADDR",
         default_value = "0.0.0.0:9100"
     )]
-    pub metrics_addr: String,
+    pub(crate) metrics_addr: String,
     /// After a crash, seconds to keep the watermark still while the messages that were in
     /// flight come back (their leases expire) [default: the ack deadline + 5 s].
     #[arg(long = "recovery-hold-secs", env = "RECOVERY_HOLD_SECS")]
-    pub recovery_hold_secs: Option<u64>,
+    pub(crate) recovery_hold_secs: Option<u64>,
     /// Event times further ahead of the wall clock than this many seconds are refused
     /// (dead-lettered): a clock far in the future would flush all state.
     #[arg(
@@ -108,11 +108,11 @@ pub struct ServiceArgs {
         env = "MAX_FUTURE_SECS",
         default_value_t = 86_400
     )]
-    pub max_future_secs: u64,
+    pub(crate) max_future_secs: u64,
 }
 
 /// Runs the service until a stop signal; returns after a clean shutdown.
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::listen().context("cannot install the signal handlers")?;
     let metrics = Arc::new(Metrics::default());
     if !args.service.metrics_addr.is_empty() {
@@ -250,7 +250,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The checkpoint's name: `--checkpoint-key`, or the project and the click subscription.
-pub fn checkpoint_name(args: &RunArgs) -> String {
+pub(crate) fn checkpoint_name(args: &RunArgs) -> String {
     args.service.checkpoint_key.clone().unwrap_or_else(|| {
         format!(
             "{}:{}",

@@ -6,16 +6,16 @@ use tokio_util::sync::CancellationToken;
 
 /// The two levels of stop.
 #[derive(Clone, Debug, Default)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     /// Graceful: stop taking new messages.
-    pub graceful: CancellationToken,
+    pub(crate) graceful: CancellationToken,
     /// Forced: give up waiting for services that are down.
-    pub forced: CancellationToken,
+    pub(crate) forced: CancellationToken,
 }
 
 impl Shutdown {
     /// Starts a task that turns signals into the two tokens.
-    pub fn listen() -> std::io::Result<Self> {
+    pub(crate) fn listen() -> std::io::Result<Self> {
         let s = Shutdown::default();
         let (graceful, forced) = (s.graceful.clone(), s.forced.clone());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -40,7 +40,7 @@ fn transient(e: &RedisError) -> bool {
 }
 
 /// The key a version-1 checkpoint (one JSON string) was written under by default.
-pub fn legacy_key(project: &str, click_subscription: &str) -> String {
+pub(crate) fn legacy_key(project: &str, click_subscription: &str) -> String {
     format!("firstclick:checkpoint:{project}:{click_subscription}")
 }
 
@@ -161,41 +161,41 @@ pub async fn load(
 
 /// What `streaming state inspect` prints.
 #[derive(Debug, serde::Serialize)]
-pub struct Inspection {
+pub(crate) struct Inspection {
     /// The checkpoint's keys.
-    pub keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
     /// Format version.
-    pub format_version: u16,
+    pub(crate) format_version: u16,
     /// The current base's generation (0: none yet).
-    pub base_generation: u64,
+    pub(crate) base_generation: u64,
     /// Pieces of the base.
-    pub base_pieces: u64,
+    pub(crate) base_pieces: u64,
     /// Bytes of the base.
-    pub base_bytes: u64,
+    pub(crate) base_bytes: u64,
     /// Age of the base, seconds (None: no base yet).
-    pub base_age_secs: Option<f64>,
+    pub(crate) base_age_secs: Option<f64>,
     /// Changelog elements (all, and those a restore replays).
-    pub changelog_length: u64,
+    pub(crate) changelog_length: u64,
     /// Of those, replayed over the base.
-    pub changelog_replayed: u64,
+    pub(crate) changelog_replayed: u64,
     /// Bytes of the changelog replayed.
-    pub changelog_bytes: u64,
+    pub(crate) changelog_bytes: u64,
     /// Live clicks after a restore.
-    pub live_clicks: usize,
+    pub(crate) live_clicks: usize,
     /// Pending checkouts after a restore.
-    pub pending_checkouts: usize,
+    pub(crate) pending_checkouts: usize,
     /// Remembered checkout ids after a restore.
-    pub remembered_checkouts: usize,
+    pub(crate) remembered_checkouts: usize,
     /// The watermark, RFC 3339.
-    pub watermark: Option<String>,
+    pub(crate) watermark: Option<String>,
     /// Whether the last delta was written by a graceful shutdown.
-    pub clean_shutdown: bool,
+    pub(crate) clean_shutdown: bool,
     /// How long a restore takes, seconds.
-    pub restore_secs: f64,
+    pub(crate) restore_secs: f64,
 }
 
 /// Reads the whole checkpoint as a restore would (and so checks every element).
-pub async fn inspect(
+pub(crate) async fn inspect(
     store: &CheckpointStore,
     config: EngineConfig,
     forced: &CancellationToken,
@@ -205,10 +205,7 @@ pub async fn inspect(
     };
     let log_len = store.log_len().await?;
     let loaded = load(store, config, None, forced).await?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = (firstclick_model::time::wall_clock().as_micros() / 1000) as u64;
     let engine = &loaded.engine;
     Ok(Some(Inspection {
         keys: vec![
@@ -235,6 +232,6 @@ pub async fn inspect(
 }
 
 /// Deletes the checkpoint; returns the number of keys deleted.
-pub async fn reset(store: &CheckpointStore) -> anyhow::Result<u64> {
+pub(crate) async fn reset(store: &CheckpointStore) -> anyhow::Result<u64> {
     Ok(store.reset().await?)
 }

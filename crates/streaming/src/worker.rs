@@ -20,6 +20,7 @@ use bytes::Bytes;
 use firstclick_bigquery::BigQuery;
 use firstclick_delivery::{Command, Delivery, DeliveryConfig};
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, FinalCheckout};
+use firstclick_model::time::wall_clock;
 use firstclick_model::{AttributedRow, EventTime, UserId};
 use firstclick_pubsub::{AckHandle, OutgoingMessage, Publisher};
 use firstclick_redis::{CheckpointStore, UserDirectory};
@@ -38,23 +39,23 @@ type Core = Delivery<AckHandle, Bytes>;
 
 /// The worker's knobs besides the delivery core's.
 #[derive(Clone, Debug)]
-pub struct WorkerConfig {
+pub(crate) struct WorkerConfig {
     /// How often the stats line is logged.
-    pub stats_interval: Duration,
+    pub(crate) stats_interval: Duration,
 }
 
 /// The services the worker writes to.
-pub struct WorkerIo {
+pub(crate) struct WorkerIo {
     /// User names.
-    pub users: Arc<UserDirectory>,
+    pub(crate) users: Arc<UserDirectory>,
     /// The output table.
-    pub bigquery: BigQuery,
+    pub(crate) bigquery: BigQuery,
     /// Late clicks go here.
-    pub late: Arc<Publisher>,
+    pub(crate) late: Arc<Publisher>,
     /// Rows BigQuery refuses for good go here.
-    pub dead_letter: Arc<Publisher>,
+    pub(crate) dead_letter: Arc<Publisher>,
     /// Checkpoints.
-    pub store: Arc<CheckpointStore>,
+    pub(crate) store: Arc<CheckpointStore>,
 }
 
 /// A base-lane result reported back to the core.
@@ -64,7 +65,7 @@ enum BaseDone {
 }
 
 /// See the module documentation.
-pub struct Worker {
+pub(crate) struct Worker {
     core: Core,
     io: WorkerIo,
     cfg: WorkerConfig,
@@ -76,17 +77,10 @@ pub struct Worker {
     last_stats: Instant,
 }
 
-fn wall_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 impl Worker {
     /// Builds the worker over a restored engine. `forced` aborts waits for services that are
     /// down.
-    pub fn new(
+    pub(crate) fn new(
         loaded: Loaded,
         click_streams: usize,
         io: WorkerIo,
@@ -100,7 +94,7 @@ impl Worker {
             durable,
             ..
         } = loaded;
-        engine.expect_sources(click_streams);
+        engine.expect_streams(click_streams);
         let started = Instant::now();
         let core = Delivery::new(engine, durable, delivery, 0);
         let (base_tx, base_rx) = mpsc::unbounded_channel();
@@ -131,7 +125,7 @@ impl Worker {
 
     /// Runs until the input channel closes (the intake tasks stop on a graceful shutdown), then
     /// flushes, checkpoints and acknowledges everything.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -139,7 +133,7 @@ impl Worker {
                 biased;
                 _ = tick.tick() => {
                     let step = Instant::now();
-                    self.core.tick(self.now(), wall_micros());
+                    self.core.tick(self.now(), wall_clock().as_micros());
                     self.stepped(step);
                     self.run_commands().await?;
                     self.on_tick();
@@ -224,7 +218,7 @@ impl Worker {
         Metrics::set(&m.state_changelog_bytes, self.core.log_bytes());
         if let Some(w) = engine.watermark() {
             m.watermark_micros.store(w.as_micros(), Ordering::Relaxed);
-            let lag = (wall_micros() - w.as_micros()) / 1000;
+            let lag = (wall_clock().as_micros() - w.as_micros()) / 1000;
             m.watermark_lag_ms.store(lag, Ordering::Relaxed);
         }
     }
@@ -333,7 +327,7 @@ impl Worker {
         )
         .await
         .context("cannot look up user names")?;
-        let now = EventTime::from_micros(wall_micros());
+        let now = wall_clock();
         let rows: Vec<AttributedRow> = finals
             .into_iter()
             .map(|f| {
@@ -459,7 +453,7 @@ async fn base_lane(
                 pieces,
                 bytes,
             } => {
-                let now_ms = (wall_micros() / 1000) as u64;
+                let now_ms = (wall_clock().as_micros() / 1000) as u64;
                 retry("Redis (checkpoint base)", &forced, transient, || {
                     store.commit_base(generation, base_from_seq, pieces, bytes, now_ms)
                 })

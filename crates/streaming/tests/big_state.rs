@@ -16,10 +16,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use datagen::files::{write_data_set, DataSetPaths};
-use datagen::{Generator, GeneratorConfig};
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
 use firstclick_cli::GcpArgs;
+use firstclick_datagen::{write_data_set, DataSetPaths, Generator, GeneratorConfig};
 use firstclick_pubsub::{
     ensure_topology, Admin, Connection, OutgoingMessage, PubSubArgs, Publisher,
 };

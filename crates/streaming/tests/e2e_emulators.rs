@@ -13,11 +13,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use datagen::files::{write_data_set, DataSetPaths};
-use datagen::publish::{publish, PublishTarget};
-use datagen::{Generator, GeneratorConfig};
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
 use firstclick_cli::GcpArgs;
+use firstclick_datagen::{
+    publish, write_data_set, DataSetPaths, Generator, GeneratorConfig, PublishTarget,
+};
 use firstclick_model::EventTime;
 use firstclick_pubsub::{
     ensure_topology, Connection, OutgoingMessage, PubSubArgs, Publisher, SubscribeOptions,

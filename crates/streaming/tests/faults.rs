@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use datagen::files::{write_data_set, DataSetPaths};
-use datagen::publish::{publish, PublishTarget};
-use datagen::{Generator, GeneratorConfig};
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
 use firstclick_cli::GcpArgs;
+use firstclick_datagen::{
+    publish, write_data_set, DataSetPaths, Generator, GeneratorConfig, PublishTarget,
+};
 use firstclick_pubsub::{
     ensure_topology, Admin, Connection, OutgoingMessage, PubSubArgs, Publisher, SubscribeOptions,
     Subscription,

@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
 
-use datagen::files::{write_data_set, DataSetPaths};
-use datagen::{Generator, GeneratorConfig};
+use firstclick_datagen::{write_data_set, DataSetPaths, Generator, GeneratorConfig};
 use firstclick_model::EventTime;
 use serde_json::Value;
 

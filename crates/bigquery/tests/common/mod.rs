@@ -11,7 +11,7 @@ use firstclick_cli::GcpArgs;
 use firstclick_model::{AttributedRow, AttributionModel, Checkout, ClickRef, EventTime, Id};
 
 /// `BIGQUERY_EMULATOR_HOST`, or a panic that says how to start the emulator.
-pub fn emulator_host() -> String {
+pub(crate) fn emulator_host() -> String {
     match std::env::var("BIGQUERY_EMULATOR_HOST") {
         Ok(h) if !h.trim().is_empty() => h,
         _ => panic!(
@@ -23,7 +23,7 @@ pub fn emulator_host() -> String {
 }
 
 /// `BIGQUERY_EMULATOR_GRPC_HOST` (the emulator's Storage Write port), or a panic.
-pub fn emulator_grpc_host() -> String {
+pub(crate) fn emulator_grpc_host() -> String {
     match std::env::var("BIGQUERY_EMULATOR_GRPC_HOST") {
         Ok(h) if !h.trim().is_empty() => h,
         _ => panic!(
@@ -34,7 +34,7 @@ pub fn emulator_grpc_host() -> String {
 }
 
 /// The emulator's project.
-pub fn gcp() -> GcpArgs {
+pub(crate) fn gcp() -> GcpArgs {
     GcpArgs {
         project_id: std::env::var("PROJECT_ID").unwrap_or_else(|_| "test-project".into()),
         credentials: None,
@@ -42,7 +42,7 @@ pub fn gcp() -> GcpArgs {
 }
 
 /// A dataset name no other test (or earlier run) uses.
-pub fn fresh_dataset(test: &str) -> String {
+pub(crate) fn fresh_dataset(test: &str) -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -57,7 +57,7 @@ pub fn fresh_dataset(test: &str) -> String {
 }
 
 /// A client on the emulator bound to a fresh dataset.
-pub async fn fresh(test: &str) -> BigQuery {
+pub(crate) async fn fresh(test: &str) -> BigQuery {
     let args = BigQueryArgs {
         emulator_host: Some(emulator_host()),
         dataset: fresh_dataset(test),
@@ -70,7 +70,7 @@ pub async fn fresh(test: &str) -> BigQuery {
 }
 
 /// Drops the test's dataset (best effort: a leftover only costs emulator memory).
-pub async fn cleanup(bq: &BigQuery) {
+pub(crate) async fn cleanup(bq: &BigQuery) {
     bq.raw()
         .dataset()
         .delete_if_exists(bq.project(), bq.dataset(), true)
@@ -78,10 +78,10 @@ pub async fn cleanup(bq: &BigQuery) {
 }
 
 /// 2024-05-01T12:00:00Z in microseconds.
-pub const T0: i64 = 1_714_564_800_000_000;
+pub(crate) const T0: i64 = 1_714_564_800_000_000;
 
 /// A row with every field set, attributed to a click.
-pub fn row(checkout_id: &str, user_id: i64, offset_micros: i64) -> AttributedRow {
+pub(crate) fn row(checkout_id: &str, user_id: i64, offset_micros: i64) -> AttributedRow {
     AttributedRow {
         checkout: Checkout {
             checkout_id: Id::new(checkout_id),

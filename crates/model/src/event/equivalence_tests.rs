@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::*;
-use crate::scan::{self, Outcome};
+use crate::scan::{self, ScanOutcome};
 
 fn slow_click(b: &[u8]) -> Result<Click, BadMessage> {
     diagnose(b, EventKind::Click).and_then(|o| click_from_value(&o))
@@ -50,8 +50,8 @@ fn is_top_level_array(b: &[u8]) -> bool {
 fn check_kind<T: fmt::Debug + PartialEq>(
     text: &[u8],
     clean: bool,
-    scanned: Outcome<T>,
-    unindexed: Outcome<T>,
+    scanned: ScanOutcome<T>,
+    unindexed: ScanOutcome<T>,
     serde: Option<T>,
     public: Result<T, BadMessage>,
     old_public: Result<T, BadMessage>,
@@ -60,14 +60,16 @@ fn check_kind<T: fmt::Debug + PartialEq>(
     let shown = String::from_utf8_lossy(text);
     let array = is_top_level_array(text);
     match (&scanned, &unindexed) {
-        (Outcome::Done(a), Outcome::Done(b)) => prop_assert!(same(a, b), "{shown}: {a:?} != {b:?}"),
+        (ScanOutcome::Done(a), ScanOutcome::Done(b)) => {
+            prop_assert!(same(a, b), "{shown}: {a:?} != {b:?}")
+        }
         (a, b) => prop_assert_eq!(a, b, "{} (with and without the quote bitmap)", shown),
     }
     match (&scanned, &serde) {
-        (Outcome::Done(a), Some(b)) => prop_assert!(same(a, b), "{shown}: {a:?} != {b:?}"),
-        (Outcome::Reject, None) => {}
-        (Outcome::Reject, Some(_)) if array => {}
-        (Outcome::Defer, _) => prop_assert!(false, "{shown}: deferred"),
+        (ScanOutcome::Done(a), Some(b)) => prop_assert!(same(a, b), "{shown}: {a:?} != {b:?}"),
+        (ScanOutcome::Reject, None) => {}
+        (ScanOutcome::Reject, Some(_)) if array => {}
+        (ScanOutcome::Defer, _) => prop_assert!(false, "{shown}: deferred"),
         (a, b) => prop_assert!(false, "{shown}: scanner {a:?}, serde {b:?}"),
     }
     if !array {
@@ -78,8 +80,8 @@ fn check_kind<T: fmt::Debug + PartialEq>(
     }
     if clean {
         match (&scanned, &slow) {
-            (Outcome::Done(a), Ok(b)) => prop_assert!(same(a, b), "{shown}: {a:?} != {b:?}"),
-            (Outcome::Reject, Err(_)) => {}
+            (ScanOutcome::Done(a), Ok(b)) => prop_assert!(same(a, b), "{shown}: {a:?} != {b:?}"),
+            (ScanOutcome::Reject, Err(_)) => {}
             (a, b) => prop_assert!(false, "{shown}: fast {a:?}, slow {b:?}"),
         }
     }
@@ -610,7 +612,7 @@ fn checkout_with(fields: &str) -> String {
 fn scan_click_ok(text: &str) -> Click {
     check(text.as_bytes(), false).expect("paths agree");
     match scan::click(text.as_bytes()) {
-        Outcome::Done(c) => c,
+        ScanOutcome::Done(c) => c,
         other => panic!("{text}: {other:?}"),
     }
 }
@@ -618,14 +620,14 @@ fn scan_click_ok(text: &str) -> Click {
 fn scan_checkout_ok(text: &str) -> Checkout {
     check(text.as_bytes(), false).expect("paths agree");
     match scan::checkout(text.as_bytes()) {
-        Outcome::Done(c) => c,
+        ScanOutcome::Done(c) => c,
         other => panic!("{text}: {other:?}"),
     }
 }
 
 fn scan_click_refused(text: &str) {
     check(text.as_bytes(), false).expect("paths agree");
-    assert_eq!(scan::click(text.as_bytes()), Outcome::Reject, "{text}");
+    assert_eq!(scan::click(text.as_bytes()), ScanOutcome::Reject, "{text}");
 }
 
 #[test]
@@ -671,7 +673,7 @@ fn tricky_strings() {
     let at = bad.iter().position(|&b| b == 0xc3).expect("é");
     bad[at + 1] = b'x';
     check(&bad, false).expect("paths agree");
-    assert_eq!(scan::click(&bad), Outcome::Reject);
+    assert_eq!(scan::click(&bad), ScanOutcome::Reject);
     scan_click_ok(&click_with(r#","url":"é😀 ünïcödé""#));
 }
 
@@ -748,7 +750,7 @@ fn tricky_numbers() {
     for bad in ["1e400", "[1]", "{}", "01"] {
         let t = checkout_with(&format!(",\"ip_address\":{bad}"));
         check(t.as_bytes(), false).expect("paths agree");
-        assert_eq!(scan::checkout(t.as_bytes()), Outcome::Reject, "{t}");
+        assert_eq!(scan::checkout(t.as_bytes()), ScanOutcome::Reject, "{t}");
     }
     let id = |v: &str| click_with("").replace(&format!("\"{UUID2}\""), v);
     assert_eq!(scan_click_ok(&id("-44")).product_id.to_string(), "-44");
@@ -810,7 +812,7 @@ fn tricky_structure() {
     // would read it as the struct).
     let array = format!(r#"["{UUID1}",17,"{UUID2}","2024-05-01 12:00:00.250"]"#);
     assert!(serde_click(array.as_bytes()).is_some());
-    assert_eq!(scan::click(array.as_bytes()), Outcome::Reject);
+    assert_eq!(scan::click(array.as_bytes()), ScanOutcome::Reject);
     let e = parse_click(array.as_bytes()).expect_err("an array");
     assert!(e.reason.contains("found an array"), "{e}");
 }
@@ -832,7 +834,7 @@ fn deep_nesting_is_handed_to_serde() {
     }
     for depth in [129, 500] {
         let text = nested(depth);
-        assert_eq!(scan::click(text.as_bytes()), Outcome::Defer, "{depth}");
+        assert_eq!(scan::click(text.as_bytes()), ScanOutcome::Defer, "{depth}");
         // serde_json skips any depth; its Value (the slow path) stops at 128.
         assert!(parse_click(text.as_bytes()).is_ok(), "{depth}");
         assert_eq!(
@@ -843,7 +845,7 @@ fn deep_nesting_is_handed_to_serde() {
     // Broken past the depth the scanner handles: serde refuses, the slow path explains.
     let broken = nested(300).replace(":1}", ":01}");
     assert_ne!(broken, nested(300));
-    assert_eq!(scan::click(broken.as_bytes()), Outcome::Defer);
+    assert_eq!(scan::click(broken.as_bytes()), ScanOutcome::Defer);
     assert!(parse_click(broken.as_bytes()).is_err());
 }
 
@@ -874,8 +876,8 @@ fn generated_messages_are_often_valid() {
             .new_tree(&mut runner)
             .expect("a generated message")
             .current();
-        let ok = matches!(scan::click(m.text.as_bytes()), Outcome::Done(_))
-            || matches!(scan::checkout(m.text.as_bytes()), Outcome::Done(_));
+        let ok = matches!(scan::click(m.text.as_bytes()), ScanOutcome::Done(_))
+            || matches!(scan::checkout(m.text.as_bytes()), ScanOutcome::Done(_));
         accepted += usize::from(ok);
         clean += usize::from(m.clean);
         clean_accepted += usize::from(m.clean && ok);

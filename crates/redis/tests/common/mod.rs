@@ -16,7 +16,7 @@ use redis::IntoConnectionInfo;
 
 /// The Redis server under test, from `REDIS_URL`. Panics when unset: these tests must not pass
 /// silently without a server.
-pub fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| {
         panic!(
             "REDIS_URL is not set. These tests need a real redis-server, e.g.\n  \
@@ -27,13 +27,13 @@ pub fn redis_url() -> String {
 }
 
 /// A base id no other test run uses: ids `base..base + 1_000_000` are this test's own.
-pub fn unique_base_id() -> UserId {
+pub(crate) fn unique_base_id() -> UserId {
     // 2^31 ranges of 2^20 ids, far above the ids the data generator writes.
     (1i64 << 40) + (i64::from(rand::random::<u32>() >> 1) << 20)
 }
 
 /// A directory on `url` with the given TTL and default timeouts.
-pub fn directory(url: &str, ttl: Duration) -> UserDirectory {
+pub(crate) fn directory(url: &str, ttl: Duration) -> UserDirectory {
     let args = RedisArgs {
         redis_url: url.to_owned(),
         ..RedisArgs::default()
@@ -50,7 +50,7 @@ pub fn directory(url: &str, ttl: Duration) -> UserDirectory {
 }
 
 /// A plain connection to `url`, to write or inspect data behind the directory's back.
-pub async fn raw(url: &str) -> MultiplexedConnection {
+pub(crate) async fn raw(url: &str) -> MultiplexedConnection {
     let info = url.into_connection_info().expect("test URL parses");
     redis::Client::open(info)
         .expect("client")
@@ -60,7 +60,10 @@ pub async fn raw(url: &str) -> MultiplexedConnection {
 }
 
 /// Deletes the keys of `ids`.
-pub async fn delete_users(conn: &mut MultiplexedConnection, ids: impl IntoIterator<Item = UserId>) {
+pub(crate) async fn delete_users(
+    conn: &mut MultiplexedConnection,
+    ids: impl IntoIterator<Item = UserId>,
+) {
     let keys: Vec<String> = ids.into_iter().map(redis_key).collect();
     for chunk in keys.chunks(1000) {
         redis::cmd("DEL")
@@ -72,7 +75,10 @@ pub async fn delete_users(conn: &mut MultiplexedConnection, ids: impl IntoIterat
 }
 
 /// The `field: value` lines of `INFO section`.
-pub async fn info(conn: &mut MultiplexedConnection, section: &str) -> HashMap<String, String> {
+pub(crate) async fn info(
+    conn: &mut MultiplexedConnection,
+    section: &str,
+) -> HashMap<String, String> {
     let text: String = redis::cmd("INFO")
         .arg(section)
         .query_async(conn)
@@ -85,7 +91,7 @@ pub async fn info(conn: &mut MultiplexedConnection, section: &str) -> HashMap<St
 }
 
 /// A number from `INFO stats`.
-pub async fn stat(conn: &mut MultiplexedConnection, field: &str) -> u64 {
+pub(crate) async fn stat(conn: &mut MultiplexedConnection, field: &str) -> u64 {
     let stats = info(conn, "stats").await;
     stats
         .get(field)
@@ -95,7 +101,7 @@ pub async fn stat(conn: &mut MultiplexedConnection, field: &str) -> u64 {
 }
 
 /// Calls of `command` so far, from `INFO commandstats` (0 if never called).
-pub async fn command_calls(conn: &mut MultiplexedConnection, command: &str) -> u64 {
+pub(crate) async fn command_calls(conn: &mut MultiplexedConnection, command: &str) -> u64 {
     let stats = info(conn, "commandstats").await;
     stats
         .get(&format!("cmdstat_{command}"))
@@ -105,7 +111,7 @@ pub async fn command_calls(conn: &mut MultiplexedConnection, command: &str) -> u
 }
 
 /// A port nothing listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind an ephemeral port")
@@ -114,15 +120,15 @@ pub fn free_port() -> u16 {
 
 /// A private `redis-server` child process (binary from `REDIS_SERVER`, default `redis-server`),
 /// killed when dropped.
-pub struct RedisServer {
-    pub port: u16,
+pub(crate) struct RedisServer {
+    pub(crate) port: u16,
     extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a server on a fresh port and waits until it accepts connections.
-    pub fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         let mut server = RedisServer {
             port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -132,12 +138,12 @@ impl RedisServer {
         server
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Starts (again) on the same port, with empty data.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let child = Command::new(&bin)
@@ -163,7 +169,7 @@ impl RedisServer {
     }
 
     /// Kills the server (SIGKILL, like a crash) and waits for it to exit.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -171,7 +177,7 @@ impl RedisServer {
     }
 
     /// Sends a signal (`STOP`, `CONT`) to the server process.
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("server running").id();
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &pid.to_string()])

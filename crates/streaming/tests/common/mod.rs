@@ -6,15 +6,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use datagen::files::DataSetPaths;
 use firstclick_bigquery::BigQuery;
+use firstclick_datagen::DataSetPaths;
 use firstclick_engine::EngineConfig;
 use firstclick_model::EventTime;
 use firstclick_replay::{replay, ReplayOptions, Summary};
 use serde_json::Value;
 
 /// A service address from the environment; panics with what to run when it is unset.
-pub fn env(name: &str) -> String {
+pub(crate) fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!(
             "{name} is not set: this test needs the emulators and Redis. Run `scripts/test`, or \
@@ -35,7 +35,7 @@ fn as_micros(v: &Value) -> Option<i64> {
 }
 
 /// A JSON number or numeric string as a float.
-pub fn as_f64(v: &Value) -> Option<f64> {
+pub(crate) fn as_f64(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.parse().ok(),
@@ -45,7 +45,7 @@ pub fn as_f64(v: &Value) -> Option<f64> {
 
 /// The comparable part of a row (every column but `processed_at`; timestamps as µs, NUMERIC
 /// as a float), from the replay's JSON or BigQuery's answer.
-pub fn normalize(row: &serde_json::Map<String, Value>) -> Value {
+pub(crate) fn normalize(row: &serde_json::Map<String, Value>) -> Value {
     let text = |k: &str| row.get(k).cloned().unwrap_or(Value::Null);
     serde_json::json!({
         "checkout_id": text("checkout_id"),
@@ -66,10 +66,12 @@ pub fn normalize(row: &serde_json::Map<String, Value>) -> Value {
 }
 
 /// Rows keyed by checkout id.
-pub type Rows = BTreeMap<String, Value>;
+pub(crate) type Rows = BTreeMap<String, Value>;
 
 /// Normalizes rows and keys them by checkout id; panics on a second row for one checkout.
-pub fn by_checkout<'a>(rows: impl IntoIterator<Item = &'a serde_json::Map<String, Value>>) -> Rows {
+pub(crate) fn by_checkout<'a>(
+    rows: impl IntoIterator<Item = &'a serde_json::Map<String, Value>>,
+) -> Rows {
     let mut out = Rows::new();
     for r in rows {
         let row = normalize(r);
@@ -83,7 +85,7 @@ pub fn by_checkout<'a>(rows: impl IntoIterator<Item = &'a serde_json::Map<String
 }
 
 /// What the table must hold: the file replay of the data set in `files`, written to `dir`.
-pub fn expected_rows(files: &DataSetPaths, dir: &Path) -> (Summary, Rows) {
+pub(crate) fn expected_rows(files: &DataSetPaths, dir: &Path) -> (Summary, Rows) {
     let out = dir.join("expected.ndjson");
     let summary = replay(&ReplayOptions {
         clicks: files.clicks.clone(),
@@ -109,7 +111,7 @@ pub fn expected_rows(files: &DataSetPaths, dir: &Path) -> (Summary, Rows) {
 /// last click a minute after every checkout lets the watermark pass them all, as the end of the
 /// input does for the replay. It is appended to the clicks file (so it is in both inputs and
 /// changes no row) and returned, to be published.
-pub fn append_sentinel(files: &DataSetPaths) -> String {
+pub(crate) fn append_sentinel(files: &DataSetPaths) -> String {
     let last_checkout = std::fs::read_to_string(&files.checkouts)
         .expect("checkouts file")
         .lines()
@@ -134,13 +136,13 @@ pub fn append_sentinel(files: &DataSetPaths) -> String {
 }
 
 /// The `n` of a `SELECT COUNT(*) AS n ...` query; `None` while BigQuery does not answer.
-pub async fn count(bq: &BigQuery, sql: &str) -> Option<usize> {
+pub(crate) async fn count(bq: &BigQuery, sql: &str) -> Option<usize> {
     let rows = bq.query(sql).await.ok()?;
     rows.first()?.get("n").and_then(as_f64).map(|n| n as usize)
 }
 
 /// Rows in `table` (a fully qualified name); 0 while BigQuery does not answer.
-pub async fn count_rows(bq: &BigQuery, table: &str) -> usize {
+pub(crate) async fn count_rows(bq: &BigQuery, table: &str) -> usize {
     count(bq, &format!("SELECT COUNT(*) AS n FROM `{table}`"))
         .await
         .unwrap_or(0)
