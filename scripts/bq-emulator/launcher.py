@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the `bqemulator` 1.4.0 BigQuery emulator with the three patches of DESIGN.md §8.
+"""Run the `bqemulator` 1.4.0 BigQuery emulator with the three patches of docs/design.md §9.
 
 Usage (same arguments as the `bqemulator` console script):
 
