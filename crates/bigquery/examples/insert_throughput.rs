@@ -1,6 +1,6 @@
 //! Measures write throughput into the BigQuery emulator.
 //!
-//! `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo run -p firstclick-bigquery --example
+//! `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo run -p firstclick-bigquery --features storage-write --example
 //! insert_throughput -- [ROWS] [CONCURRENCY] [insertall|storage] [ROWS_PER_REQUEST]`
 //! (defaults: 20000 rows, 1 call in flight, insertall, 500). `storage` uses the Storage Write
 //! path and needs `BIGQUERY_EMULATOR_GRPC_HOST` too. Creates a fresh dataset, writes the rows in

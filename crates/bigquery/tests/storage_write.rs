@@ -1,6 +1,7 @@
 //! The Storage Write path against the emulator's gRPC port:
 //! `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 BIGQUERY_EMULATOR_GRPC_HOST=127.0.0.1:9060 cargo test
-//! -p firstclick-bigquery --test storage_write`.
+//! -p firstclick-bigquery --features storage-write --test storage_write` (`scripts/test` turns the
+//! feature on).
 //!
 //! The tests take turns ([`SERIAL`]): the emulator's gRPC servicer and its REST API share one
 //! DuckDB connection without a lock, so an append running while another test queries fails
