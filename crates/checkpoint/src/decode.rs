@@ -6,7 +6,7 @@ use firstclick_model::{ClickRef, EventTime, Id};
 use serde::de::DeserializeOwned;
 
 use crate::error::FormatError;
-use crate::wire::{BaseHead, DeltaHead, WireCheckout};
+use crate::wire::{uuid_halves, BaseHead, DeltaHead, WireCheckout};
 use crate::{FORMAT_VERSION, MAGIC, PREFIX_LEN};
 
 /// The kinds of elements.
@@ -148,12 +148,9 @@ impl<'a> Reader<'a> {
     fn id(&mut self) -> Result<Id, FormatError> {
         match self.varint()? {
             0 => {
-                let b = self.bytes(16)?;
-                let mut hi = [0u8; 8];
-                let mut lo = [0u8; 8];
-                hi.copy_from_slice(&b[..8]);
-                lo.copy_from_slice(&b[8..]);
-                Ok(Id::Uuid([u64::from_be_bytes(hi), u64::from_be_bytes(lo)]))
+                let mut b = [0u8; 16];
+                b.copy_from_slice(self.bytes(16)?);
+                Ok(Id::Uuid(uuid_halves(&b)))
             }
             1 => {
                 let n = self.varint()? as usize;

@@ -10,7 +10,7 @@ use firstclick_model::{Checkout, Click, ClickRef, EventTime, Id};
 use serde::ser::{SerializeTuple, Serializer};
 use serde::Serialize;
 
-use crate::wire::{BaseHead, DeltaHead, WireChange, WireCheckout, WireProgress};
+use crate::wire::{uuid_bytes, BaseHead, DeltaHead, WireChange, WireCheckout, WireProgress};
 use crate::{ElementKind, FORMAT_VERSION, MAGIC, MAX_ELEMENT_BYTES};
 
 /// Room kept in an element for its prefix and head.
@@ -40,12 +40,7 @@ enum IdOut<'a> {
 impl<'a> From<&'a Id> for IdOut<'a> {
     fn from(id: &'a Id) -> Self {
         match id {
-            Id::Uuid([hi, lo]) => {
-                let mut b = [0u8; 16];
-                b[..8].copy_from_slice(&hi.to_be_bytes());
-                b[8..].copy_from_slice(&lo.to_be_bytes());
-                IdOut::Uuid(b)
-            }
+            Id::Uuid(halves) => IdOut::Uuid(uuid_bytes(*halves)),
             Id::Text(t) => IdOut::Text(t),
         }
     }

@@ -11,15 +11,27 @@ pub(crate) enum WireId {
     Text(String),
 }
 
+/// A UUID id's two halves as the 16 bytes written for it (big-endian, the text's order).
+pub(crate) fn uuid_bytes([hi, lo]: [u64; 2]) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&hi.to_be_bytes());
+    b[8..].copy_from_slice(&lo.to_be_bytes());
+    b
+}
+
+/// The inverse of [`uuid_bytes`].
+pub(crate) fn uuid_halves(b: &[u8; 16]) -> [u64; 2] {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&b[..8]);
+    lo.copy_from_slice(&b[8..]);
+    [u64::from_be_bytes(hi), u64::from_be_bytes(lo)]
+}
+
 impl From<&Id> for WireId {
     fn from(id: &Id) -> Self {
         match id {
-            Id::Uuid([hi, lo]) => {
-                let mut b = [0u8; 16];
-                b[..8].copy_from_slice(&hi.to_be_bytes());
-                b[8..].copy_from_slice(&lo.to_be_bytes());
-                WireId::Uuid(b)
-            }
+            Id::Uuid(halves) => WireId::Uuid(uuid_bytes(*halves)),
             Id::Text(t) => WireId::Text(t.to_string()),
         }
     }
@@ -28,13 +40,7 @@ impl From<&Id> for WireId {
 impl From<WireId> for Id {
     fn from(w: WireId) -> Self {
         match w {
-            WireId::Uuid(b) => {
-                let mut hi = [0u8; 8];
-                let mut lo = [0u8; 8];
-                hi.copy_from_slice(&b[..8]);
-                lo.copy_from_slice(&b[8..]);
-                Id::Uuid([u64::from_be_bytes(hi), u64::from_be_bytes(lo)])
-            }
+            WireId::Uuid(b) => Id::Uuid(uuid_halves(&b)),
             WireId::Text(t) => Id::Text(t.into_boxed_str()),
         }
     }
