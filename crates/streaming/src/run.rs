@@ -166,7 +166,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             .recovery_hold_secs
             .unwrap_or(u64::from(args.pubsub.ack_deadline_secs) + 5),
     );
-    if loaded.found {
+    if loaded.meta.is_some() {
         let engine = &loaded.engine;
         let clean = loaded.durable.clean_shutdown;
         tracing::info!(

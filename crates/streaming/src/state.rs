@@ -31,8 +31,8 @@ pub struct Loaded {
     pub bytes: u64,
     /// How long it took.
     pub took: Duration,
-    /// Whether there was a checkpoint at all.
-    pub found: bool,
+    /// What `meta` said (`None`: there was no checkpoint).
+    pub meta: Option<CheckpointMeta>,
 }
 
 fn transient(e: &RedisError) -> bool {
@@ -83,9 +83,20 @@ pub async fn load(
             elements: 0,
             bytes: 0,
             took: started.elapsed(),
-            found: false,
+            meta: None,
         });
     };
+    load_from(store, meta, config, forced, started).await
+}
+
+/// Restores the engine from the checkpoint `meta` describes.
+async fn load_from(
+    store: &CheckpointStore,
+    meta: CheckpointMeta,
+    config: EngineConfig,
+    forced: &CancellationToken,
+    started: Instant,
+) -> anyhow::Result<Loaded> {
     let mut restorer = Restorer::new(config);
     let mut elements = 0u64;
     let mut base_bytes = 0u64;
@@ -155,7 +166,7 @@ pub async fn load(
         elements,
         bytes: base_bytes + log_bytes,
         took: started.elapsed(),
-        found: true,
+        meta: Some(meta),
     })
 }
 
@@ -200,11 +211,13 @@ pub(crate) async fn inspect(
     config: EngineConfig,
     forced: &CancellationToken,
 ) -> anyhow::Result<Option<Inspection>> {
+    // `meta` is read here, not by `load`, which would create an empty checkpoint.
     let Some(meta): Option<CheckpointMeta> = store.meta().await? else {
         return Ok(None);
     };
-    let log_len = store.log_len().await?;
-    let loaded = load(store, config, None, forced).await?;
+    let loaded = load_from(store, meta, config, forced, Instant::now()).await?;
+    // The restore read the changelog to its end.
+    let log_len = loaded.durable.next_seq - meta.log_head_seq;
     let now_ms = (firstclick_model::time::wall_clock().as_micros() / 1000) as u64;
     let engine = &loaded.engine;
     Ok(Some(Inspection {
