@@ -11,9 +11,8 @@
 //! the restored state must absorb them as duplicates.
 
 use std::io::BufRead;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
@@ -25,72 +24,12 @@ use firstclick_pubsub::{
 use firstclick_redis::{RedisArgs, UserDirectory};
 
 mod common;
-use common::{append_sentinel, by_checkout, count_rows, env, expected_rows};
+use common::{
+    append_sentinel, by_checkout, count_rows, env, expected_rows, free_port, start_redis, Proc,
+};
 
 const CLICKS: u64 = 320_000;
 const LIVE_AT_KILL: u64 = 300_000;
-
-struct Service(Option<Child>);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A private redis-server on a free port (users and checkpoint), stopped when dropped: the
-/// 5,000 users of this test must not become "known" users of the other suites, which share
-/// `REDIS_URL`.
-struct PrivateRedis(Child, String);
-
-impl PrivateRedis {
-    fn start(dir: &Path) -> Self {
-        let port = free_port();
-        let child =
-            Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
-                .args(["--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not open port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        PrivateRedis(child, format!("redis://127.0.0.1:{port}"))
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Setup {
     suffix: String,
@@ -119,7 +58,7 @@ impl Setup {
         }
     }
 
-    fn start(&self, life: usize, metrics_port: u16, log: &Path, extra: &[(&str, &str)]) -> Service {
+    fn start(&self, life: usize, metrics_port: u16, log: &Path, extra: &[(&str, &str)]) -> Proc {
         let p = self.pubsub();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -158,7 +97,7 @@ impl Setup {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        Service(Some(cmd.spawn().expect("streaming starts")))
+        Proc(Some(cmd.spawn().expect("streaming starts")))
     }
 }
 
@@ -198,11 +137,14 @@ async fn hundreds_of_thousands_of_live_clicks_survive_a_kill_during_compaction()
     firstclick_pubsub::install_crypto_provider();
     let suffix = format!("{:x}", std::process::id());
     let dir = tempfile::tempdir().expect("temp dir");
-    let redis = PrivateRedis::start(dir.path());
+    // A private redis-server (users and checkpoint): the 5,000 users of this test must not
+    // become "known" users of the other suites, which share `REDIS_URL`.
+    let redis_port = free_port();
+    let _redis = start_redis(redis_port, dir.path(), false);
     let setup = Setup {
         dataset: format!("big_{suffix}"),
         suffix,
-        redis_url: redis.1.clone(),
+        redis_url: format!("redis://127.0.0.1:{redis_port}"),
     };
     let gcp = GcpArgs {
         project_id: "test-project".into(),

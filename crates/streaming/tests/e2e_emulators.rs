@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
@@ -26,7 +26,7 @@ use firstclick_pubsub::{
 use firstclick_redis::{RedisArgs, UserDirectory};
 
 mod common;
-use common::{append_sentinel, by_checkout, count_rows, env, expected_rows, normalize};
+use common::{append_sentinel, by_checkout, count_rows, env, expected_rows, normalize, Proc};
 
 struct Names {
     suffix: String,
@@ -63,19 +63,7 @@ fn gcp() -> GcpArgs {
     }
 }
 
-/// Stops the child with SIGKILL if the test panics before it is stopped properly.
-struct Service(Option<Child>);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32) -> Service {
+fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32) -> Proc {
     let pubsub = names.pubsub();
     let bigquery = names.bigquery();
     let log = std::fs::File::create(log).expect("log file");
@@ -105,7 +93,7 @@ fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32) -> Service
         .stderr(log)
         .spawn()
         .expect("streaming starts");
-    Service(Some(child))
+    Proc(Some(child))
 }
 
 /// Topics, subscriptions, dataset and table of one test; the BigQuery client.

@@ -17,9 +17,8 @@
 //! everything it already processed (duplicate click and checkout ids) and lose nothing.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
@@ -34,66 +33,15 @@ use firstclick_pubsub::{
 use firstclick_redis::{RedisArgs, UserDirectory};
 
 mod common;
-use common::{append_sentinel, by_checkout, count, env, expected_rows};
+use common::{
+    append_sentinel, by_checkout, count, env, expected_rows, free_port, start_redis, wait_port,
+    Proc,
+};
 
 const OUTAGE: Duration = Duration::from_secs(30);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A child process killed (SIGKILL) when dropped.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn kill(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not open port {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn start_redis(port: u16, dir: &Path) -> Proc {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "yes", "--appendfsync", "always"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    wait_port(port, "redis-server");
-    Proc(Some(child))
 }
 
 fn start_bigquery(rest: u16, grpc: u16, dir: &Path) -> Proc {
@@ -231,7 +179,7 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
     let bq_dir = dir.path().join("bq");
     std::fs::create_dir_all(&redis_dir).expect("redis dir");
     std::fs::create_dir_all(&bq_dir).expect("bq dir");
-    let mut redis = start_redis(redis_port, &redis_dir);
+    let mut redis = start_redis(redis_port, &redis_dir, true);
     let mut bigquery = start_bigquery(bq_rest, bq_grpc, &bq_dir);
     let setup = Setup {
         suffix: format!("{seed:x}-{}", std::process::id()),
@@ -334,7 +282,7 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
     // Redis down for 30 s (the append-only file brings users and checkpoints back).
     redis.kill();
     tokio::time::sleep(OUTAGE).await;
-    redis = start_redis(redis_port, &redis_dir);
+    redis = start_redis(redis_port, &redis_dir, true);
     tokio::time::sleep(moments.secs(2.0, 6.0)).await;
     kill_and_restart(&mut streaming, moments.secs(0.2, 2.0));
     tokio::time::sleep(moments.secs(2.0, 6.0)).await;

@@ -1,10 +1,14 @@
 //! What the service-level tests share: the services' addresses, the expected rows (the file
 //! replay of the same events), the end-of-input sentinel click, and rows made comparable
-//! whether they come from the replay's JSON or from BigQuery's answer.
+//! whether they come from the replay's JSON or from BigQuery's answer; and the processes the
+//! tests start (the service, private redis-servers).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::net::TcpListener;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use firstclick_bigquery::BigQuery;
 use firstclick_datagen::DataSetPaths;
@@ -146,4 +150,68 @@ pub(crate) async fn count_rows(bq: &BigQuery, table: &str) -> usize {
     count(bq, &format!("SELECT COUNT(*) AS n FROM `{table}`"))
         .await
         .unwrap_or(0)
+}
+
+/// A child process killed (SIGKILL) when dropped, so that a failing test leaves nothing behind.
+pub(crate) struct Proc(pub(crate) Option<Child>);
+
+impl Proc {
+    /// SIGKILL now (and reap it).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP port nothing listens on right now.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits (at most a minute) until something listens on `port`.
+pub(crate) fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not open port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A private redis-server on `port` with its files in `dir`; with `append_only`, every write
+/// is fsynced to its append-only file, so it survives being killed and restarted.
+pub(crate) fn start_redis(port: u16, dir: &Path, append_only: bool) -> Proc {
+    let aof: &[&str] = if append_only {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(aof)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    wait_port(port, "redis-server");
+    Proc(Some(child))
 }
