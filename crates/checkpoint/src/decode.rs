@@ -6,7 +6,7 @@ use firstclick_model::{ClickRef, EventTime, Id};
 use serde::de::DeserializeOwned;
 
 use crate::error::FormatError;
-use crate::wire::{uuid_halves, BaseHead, DeltaHead, WireCheckout};
+use crate::wire::{uuid_halves, BaseHead, DeltaHead, RowsCommit, WireCheckout};
 use crate::{FORMAT_VERSION, MAGIC, PREFIX_LEN};
 
 /// The kinds of elements.
@@ -25,6 +25,9 @@ pub enum ElementKind {
     Pending = 5,
     /// The first piece of a base: how many keys and ids each shard held when it was started.
     Sizes = 6,
+    /// After an epoch's delta: what commits the rows written for that epoch (exactly-once
+    /// sinks), so that a restore can finish the commit a crash interrupted.
+    RowsCommit = 7,
 }
 
 impl ElementKind {
@@ -36,6 +39,7 @@ impl ElementKind {
             4 => ElementKind::Seen,
             5 => ElementKind::Pending,
             6 => ElementKind::Sizes,
+            7 => ElementKind::RowsCommit,
             _ => return None,
         })
     }
@@ -49,12 +53,13 @@ impl ElementKind {
             ElementKind::Seen => "checkout ids",
             ElementKind::Pending => "pending checkouts",
             ElementKind::Sizes => "sizes",
+            ElementKind::RowsCommit => "rows commit",
         }
     }
 }
 
 /// What an element held.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Applied {
     /// Clicks (in a piece, or added in a delta).
     pub clicks: u64,
@@ -70,6 +75,43 @@ pub struct Applied {
     pub clean_shutdown: bool,
     /// A base header's start time (µs since the epoch, wall clock).
     pub started_at: Option<i64>,
+    /// A rows-commit element's transaction: what the sink needs to commit the rows of the
+    /// epoch whose delta precedes it.
+    pub rows_commit: Option<Vec<u8>>,
+}
+
+/// What the end of a changelog says besides the state, read element by element with
+/// [`LogTail::record`]: whether the last delta was written by a graceful shutdown, and which
+/// rows transaction its rows-commit element names (the one a crash may have left uncommitted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogTail {
+    /// The last delta was written by a graceful shutdown (true for an empty changelog).
+    pub clean_shutdown: bool,
+    /// The transaction after the last delta, if it names one.
+    pub rows_to_commit: Option<Vec<u8>>,
+}
+
+impl Default for LogTail {
+    fn default() -> Self {
+        LogTail {
+            clean_shutdown: true,
+            rows_to_commit: None,
+        }
+    }
+}
+
+impl LogTail {
+    /// Takes in what [`apply`] returned for the next changelog element.
+    pub fn record(&mut self, applied: Applied) {
+        match applied.rows_commit {
+            // An empty transaction: the epoch had no rows to commit.
+            Some(t) => self.rows_to_commit = (!t.is_empty()).then_some(t),
+            None => {
+                self.clean_shutdown = applied.clean_shutdown;
+                self.rows_to_commit = None;
+            }
+        }
+    }
 }
 
 fn prefix(bytes: &[u8]) -> Result<(ElementKind, &[u8]), FormatError> {
@@ -309,6 +351,10 @@ fn read(bytes: &[u8], mut restorer: Option<&mut Restorer>) -> Result<Applied, Fo
                     rs.reserve(shard, keys + keys / 8, ids + ids / 8);
                 }
             }
+        }
+        ElementKind::RowsCommit => {
+            let commit: RowsCommit = r.take()?;
+            applied.rows_commit = Some(commit.transaction);
         }
         ElementKind::Pending => {
             let count = r.count()?;

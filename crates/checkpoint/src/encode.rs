@@ -10,7 +10,9 @@ use firstclick_model::{Checkout, Click, ClickRef, EventTime, Id};
 use serde::ser::{SerializeTuple, Serializer};
 use serde::Serialize;
 
-use crate::wire::{uuid_bytes, BaseHead, DeltaHead, WireChange, WireCheckout, WireProgress};
+use crate::wire::{
+    uuid_bytes, BaseHead, DeltaHead, RowsCommit, WireChange, WireCheckout, WireProgress,
+};
 use crate::{ElementKind, FORMAT_VERSION, MAGIC, MAX_ELEMENT_BYTES};
 
 /// Room kept in an element for its prefix and head.
@@ -29,6 +31,20 @@ fn put<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     // (none here) or a full fixed buffer (a Vec grows).
     let taken = std::mem::take(out);
     *out = postcard::to_extend(value, taken).unwrap_or_default();
+}
+
+/// The element that follows an epoch's delta when the rows of that epoch wait to be committed
+/// by `transaction` (the sink's name for them, opaque here). A restore hands the last one to
+/// the sink again, since a crash may have come between the append and the commit.
+pub fn rows_commit_element(transaction: &[u8]) -> Vec<u8> {
+    let mut out = start_element(ElementKind::RowsCommit, transaction.len() + 16);
+    put(
+        &RowsCommit {
+            transaction: transaction.to_vec(),
+        },
+        &mut out,
+    );
+    out
 }
 
 /// A UUID id as its 16 bytes, any other as text; serializes exactly as `wire::WireId`.

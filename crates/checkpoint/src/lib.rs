@@ -4,8 +4,9 @@
 //! A checkpoint is a **base** (a list of pieces: a header, clicks, remembered checkout ids,
 //! pending checkouts) plus a **changelog** (a list of deltas, one per checkpoint epoch: the
 //! clicks and checkouts taken in, the checkouts finished, the eviction horizon, and the
-//! watermark and counters at the end of the epoch). Each piece and each delta is one Redis list
-//! element, at most [`MAX_ELEMENT_BYTES`].
+//! watermark and counters at the end of the epoch; with an exactly-once sink, each delta is
+//! followed by a rows-commit element). Each piece and each delta is one Redis list element, at
+//! most [`MAX_ELEMENT_BYTES`].
 //!
 //! Every element starts with the magic `FC`, the format version ([`FORMAT_VERSION`], checked on
 //! load) and its kind, then a postcard body. Identifiers that are canonical UUIDs take 16 bytes,
@@ -13,10 +14,11 @@
 //!
 //! # Layout
 //! - `wire`: the serde types of the bodies.
-//! - `encode`: [`ChangeLog`] (changes accumulated between checkpoints, sealed into deltas) and
-//!   [`PieceWriter`] (a base taken from the live engine shard by shard).
+//! - `encode`: [`ChangeLog`] (changes accumulated between checkpoints, sealed into deltas),
+//!   [`PieceWriter`] (a base taken from the live engine shard by shard) and
+//!   [`rows_commit_element`] (what commits an epoch's rows in an exactly-once sink).
 //! - `decode`: [`apply`] an element to a [`firstclick_engine::Restorer`]; [`describe`] one
-//!   ([`ElementKind`], [`Applied`]).
+//!   ([`ElementKind`], [`Applied`]); [`LogTail`], what the changelog's end says.
 //! - `error`: [`FormatError`], with what to do about it.
 //!
 //! The modules are private; the items above are re-exported here.
@@ -26,8 +28,8 @@ mod encode;
 mod error;
 mod wire;
 
-pub use decode::{apply, describe, Applied, ElementKind};
-pub use encode::{ChangeLog, PieceWriter};
+pub use decode::{apply, describe, Applied, ElementKind, LogTail};
+pub use encode::{rows_commit_element, ChangeLog, PieceWriter};
 pub use error::FormatError;
 
 /// The version of the format this build writes and reads. Version 1 was the whole engine

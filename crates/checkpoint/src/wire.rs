@@ -199,6 +199,14 @@ pub(crate) struct DeltaHead {
     pub(crate) count: u64,
 }
 
+/// The body of a rows-commit element.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct RowsCommit {
+    /// Opaque to the checkpoint: the sink's name for the rows to commit (for BigQuery's
+    /// Storage Write API, the pending stream's name).
+    pub(crate) transaction: Vec<u8>,
+}
+
 /// The body of a base's header piece.
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) struct BaseHead {

@@ -13,8 +13,24 @@ pub enum Command<T, P> {
     WriteRows {
         /// The batch's number (consecutive from 0).
         batch: u64,
+        /// The epoch whose delta finishes these checkouts. Two-phase rows: write them
+        /// invisibly, as part of that epoch's transaction.
+        epoch: u64,
         /// The checkouts.
         checkouts: Vec<FinalCheckout>,
+    },
+    /// Two-phase rows: every row of `epoch` is written; make them ready to commit (still
+    /// invisible) and call [`crate::Delivery::rows_prepared`] with what commits them.
+    PrepareRows {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// Two-phase rows: make the rows of `transaction` visible, then call
+    /// [`crate::Delivery::rows_committed`]. Committing what is already committed is success
+    /// (after a restore, the last transaction is committed again).
+    CommitRows {
+        /// What [`crate::Delivery::rows_prepared`] was given.
+        transaction: Vec<u8>,
     },
     /// Append these delta elements to the changelog (one atomic append), then call
     /// [`crate::Delivery::log_appended`] with `first_seq`.
@@ -72,6 +88,8 @@ impl<T, P> Command<T, P> {
     pub fn name(&self) -> &'static str {
         match self {
             Command::WriteRows { .. } => "write_rows",
+            Command::PrepareRows { .. } => "prepare_rows",
+            Command::CommitRows { .. } => "commit_rows",
             Command::AppendLog { .. } => "append_log",
             Command::Ack(_) => "ack",
             Command::PublishLate { .. } => "publish_late",

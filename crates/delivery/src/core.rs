@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use firstclick_checkpoint::{ChangeLog, PieceWriter};
+use firstclick_checkpoint::{rows_commit_element, ChangeLog, PieceWriter};
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, Engine, FinalCheckout};
 use firstclick_model::{Checkout, Click, EventTime};
 
@@ -31,6 +31,10 @@ pub struct DeliveryConfig {
     /// After restoring a checkpoint that a graceful shutdown did not write, how long the
     /// watermark stays still so that the crashed worker's in-flight messages come back in time.
     pub recovery_hold_micros: i64,
+    /// Rows are written invisibly per epoch and committed after the epoch's delta is durable
+    /// ([`Command::PrepareRows`], [`Command::CommitRows`]): exactly-once rows. Off: rows are
+    /// visible when written, before the delta, and a crash in between writes them again.
+    pub two_phase_rows: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -44,12 +48,13 @@ impl Default for DeliveryConfig {
             piece_bytes: 1 << 20,
             max_pieces_in_flight: 2,
             recovery_hold_micros: 65_000_000,
+            two_phase_rows: false,
         }
     }
 }
 
 /// What a restore found in the store (all zero for a fresh start).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Durable {
     /// Sequence number of the next changelog element.
     pub next_seq: u64,
@@ -61,6 +66,10 @@ pub struct Durable {
     pub log_bytes: u64,
     /// The last delta was written by a graceful shutdown (or there is no checkpoint).
     pub clean_shutdown: bool,
+    /// The transaction of the last rows-commit element, when the last delta has one: a crash
+    /// may have come before it was committed, so it is committed again first (committing is
+    /// idempotent).
+    pub rows_to_commit: Option<Vec<u8>>,
 }
 
 /// Counters and sizes for metrics and logs.
@@ -89,6 +98,8 @@ struct Sealed<T> {
     tokens: Vec<T>,
     /// Row batches that must be written before it is appended (every batch given out so far).
     rows_needed: u64,
+    /// Two-phase rows: the rows are prepared, and this commits them (`None`: there were none).
+    prepared: Option<Option<Vec<u8>>>,
 }
 
 /// A base being written.
@@ -122,6 +133,11 @@ pub struct Delivery<T, P> {
     rows_done: u64,
     sealed: VecDeque<Sealed<T>>,
     append_in_flight: bool,
+    /// A [`Command::PrepareRows`] is given out and not reported.
+    prepare_in_flight: bool,
+    /// A [`Command::CommitRows`] is given out and not reported: the next delta waits for it, so
+    /// only the last delta's rows can be left uncommitted by a crash.
+    commit_in_flight: bool,
     next_seq: u64,
     /// The last epoch whose delta is appended.
     durable_epoch: Option<u64>,
@@ -146,10 +162,15 @@ impl<T, P> Delivery<T, P> {
             engine.hold_watermark_until(now.saturating_add(cfg.recovery_hold_micros));
         }
         let last_horizon = engine.swept_horizon();
+        let mut commands = VecDeque::new();
+        let commit_in_flight = durable.rows_to_commit.is_some();
+        if let Some(transaction) = durable.rows_to_commit {
+            commands.push_back(Command::CommitRows { transaction });
+        }
         Delivery {
             engine,
             cfg,
-            commands: VecDeque::new(),
+            commands,
             epoch: 0,
             changes: ChangeLog::new(),
             tokens: Vec::new(),
@@ -159,6 +180,8 @@ impl<T, P> Delivery<T, P> {
             rows_done: 0,
             sealed: VecDeque::new(),
             append_in_flight: false,
+            prepare_in_flight: false,
+            commit_in_flight,
             next_seq: durable.next_seq,
             durable_epoch: None,
             generation: durable.generation,
@@ -173,6 +196,11 @@ impl<T, P> Delivery<T, P> {
             stats: DeliveryStats::default(),
             scratch: Vec::new(),
         }
+    }
+
+    /// The knobs it runs with.
+    pub fn config(&self) -> &DeliveryConfig {
+        &self.cfg
     }
 
     /// The engine, read-only.
@@ -299,14 +327,41 @@ impl<T, P> Delivery<T, P> {
         self.seal(true);
     }
 
-    /// Whether nothing waits: every epoch appended and acknowledged, no row unwritten.
+    /// Whether nothing waits: every epoch appended and acknowledged, no row unwritten or
+    /// uncommitted.
     pub fn settled(&self) -> bool {
-        self.sealed.is_empty() && self.tokens.is_empty() && self.finals.is_empty()
+        self.sealed.is_empty()
+            && self.tokens.is_empty()
+            && self.finals.is_empty()
+            && !self.commit_in_flight
     }
 
     /// The rows of batch `batch` are written.
     pub fn rows_written(&mut self, batch: u64) {
         self.rows_done = self.rows_done.max(batch + 1);
+        self.pump();
+    }
+
+    /// Two-phase rows: every row of `epoch` is written and prepared; `transaction` commits
+    /// them (`None`: the epoch had no rows).
+    pub fn rows_prepared(&mut self, epoch: u64, transaction: Option<Vec<u8>>) {
+        let Some(front) = self.sealed.front_mut() else {
+            return;
+        };
+        if front.epoch != epoch || !self.prepare_in_flight {
+            return;
+        }
+        self.prepare_in_flight = false;
+        front.prepared = Some(transaction);
+        self.pump();
+    }
+
+    /// The rows of the last [`Command::CommitRows`] are committed (visible).
+    pub fn rows_committed(&mut self) {
+        if !self.commit_in_flight {
+            return;
+        }
+        self.commit_in_flight = false;
         self.pump();
     }
 
@@ -324,7 +379,13 @@ impl<T, P> Delivery<T, P> {
             self.stats.appended += 1;
             self.stats.acked += done.tokens.len() as u64;
             if !done.tokens.is_empty() {
+                // Safe before the commit: the commit is in the durable delta, and a restore
+                // commits it again.
                 self.commands.push_back(Command::Ack(done.tokens));
+            }
+            if let Some(Some(transaction)) = done.prepared {
+                self.commit_in_flight = true;
+                self.commands.push_back(Command::CommitRows { transaction });
             }
         }
         self.maybe_commit();
@@ -376,6 +437,7 @@ impl<T, P> Delivery<T, P> {
             let checkouts: Vec<FinalCheckout> = self.finals.drain(..n).collect();
             self.commands.push_back(Command::WriteRows {
                 batch: self.rows_given,
+                epoch: self.epoch,
                 checkouts,
             });
             self.rows_given += 1;
@@ -387,7 +449,10 @@ impl<T, P> Delivery<T, P> {
         let elements = self.changes.seal(&self.engine.progress(), clean_shutdown);
         let bytes: u64 = elements.iter().map(|e| e.len() as u64).sum();
         let first_seq = self.next_seq;
-        self.next_seq += elements.len() as u64;
+        // Two-phase rows: a rows-commit element follows the delta (its bytes are counted when
+        // it is made).
+        let commit_element = u64::from(self.cfg.two_phase_rows);
+        self.next_seq += elements.len() as u64 + commit_element;
         self.log_bytes += bytes;
         self.stats.epochs += 1;
         self.stats.log_bytes_written += bytes;
@@ -397,6 +462,7 @@ impl<T, P> Delivery<T, P> {
             elements,
             tokens: std::mem::take(&mut self.tokens),
             rows_needed: self.rows_given,
+            prepared: None,
         });
         self.epoch += 1;
         self.dirty = false;
@@ -404,9 +470,11 @@ impl<T, P> Delivery<T, P> {
         self.pump();
     }
 
-    /// Gives out the next append when its rows are written and no append is in flight.
+    /// Gives out the next step of the oldest sealed epoch once the one before is done: its
+    /// rows written, then (two-phase) prepared, then its append; the next epoch's append also
+    /// waits for the previous commit.
     fn pump(&mut self) {
-        if self.append_in_flight {
+        if self.append_in_flight || self.prepare_in_flight || self.commit_in_flight {
             return;
         }
         let Some(front) = self.sealed.front_mut() else {
@@ -415,8 +483,22 @@ impl<T, P> Delivery<T, P> {
         if front.rows_needed > self.rows_done {
             return;
         }
+        let mut elements = std::mem::take(&mut front.elements);
+        if self.cfg.two_phase_rows {
+            let Some(transaction) = &front.prepared else {
+                front.elements = elements;
+                self.prepare_in_flight = true;
+                self.commands
+                    .push_back(Command::PrepareRows { epoch: front.epoch });
+                return;
+            };
+            // An empty transaction records that this epoch left nothing to commit.
+            let element = rows_commit_element(transaction.as_deref().unwrap_or_default());
+            self.log_bytes += element.len() as u64;
+            self.stats.log_bytes_written += element.len() as u64;
+            elements.push(element);
+        }
         self.append_in_flight = true;
-        let elements = std::mem::take(&mut front.elements);
         self.commands.push_back(Command::AppendLog {
             first_seq: front.first_seq,
             elements,

@@ -8,6 +8,13 @@
 //!   its effect is appended (the epoch is durable).
 //! - **Rows before forgetting.** A delta that finishes a checkout (removes it from the pending
 //!   ones) is appended only after the row of that checkout is written.
+//! - **Rows once (two-phase, [`DeliveryConfig::two_phase_rows`]).** An epoch's rows are written
+//!   invisibly and prepared ([`Command::PrepareRows`]) before its delta; the delta is followed by
+//!   a rows-commit element naming the transaction, and the rows are committed
+//!   ([`Command::CommitRows`]) once the delta is durable. The next delta waits for that commit,
+//!   so a crash can leave only the last delta's rows uncommitted, and a restore commits them
+//!   again first ([`Durable::rows_to_commit`]). A crash before the append leaves the rows
+//!   invisible for good and the messages unacknowledged: they are processed again.
 //! - **One writer, in order.** Deltas are appended one at a time, in sequence; results must be
 //!   reported in the order the commands were given, per kind.
 //! - **Compaction never loses.** A new base is taken from the live engine piece by piece while

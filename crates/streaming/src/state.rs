@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use firstclick_checkpoint::apply;
+use firstclick_checkpoint::{apply, LogTail};
 use firstclick_delivery::Durable;
 use firstclick_engine::{Engine, EngineConfig, Restorer};
 use firstclick_redis::{CheckpointMeta, CheckpointStore, RedisError};
@@ -131,7 +131,7 @@ async fn load_from(
     }
     let mut index = meta.base_from_seq.saturating_sub(meta.log_head_seq);
     let mut log_bytes = 0u64;
-    let mut clean = true;
+    let mut tail = LogTail::default();
     loop {
         let batch = retry("Redis (checkpoint)", forced, transient, || {
             store.read_log(index, BATCH)
@@ -148,7 +148,7 @@ async fn load_from(
                     store.name()
                 )
             })?;
-            clean = applied.clean_shutdown;
+            tail.record(applied);
             log_bytes += delta.len() as u64;
             index += 1;
         }
@@ -161,7 +161,8 @@ async fn load_from(
             generation: meta.generation,
             base_bytes,
             log_bytes,
-            clean_shutdown: clean,
+            clean_shutdown: tail.clean_shutdown,
+            rows_to_commit: tail.rows_to_commit,
         },
         elements,
         bytes: base_bytes + log_bytes,
