@@ -1,6 +1,6 @@
 //! Measures write throughput into the BigQuery emulator.
 //!
-//! `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo run -p firstclick-bigquery --features storage-write --example
+//! `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo run -p firstclick-bigquery --example
 //! insert_throughput -- [ROWS] [CONCURRENCY] [insertall|storage] [ROWS_PER_REQUEST]`
 //! (defaults: 20000 rows, 1 call in flight, insertall, 500). `storage` uses the Storage Write
 //! path and needs `BIGQUERY_EMULATOR_GRPC_HOST` too. Creates a fresh dataset, writes the rows in
@@ -54,6 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let args = BigQueryArgs {
         emulator_host: Some(host),
+        emulator_grpc_host: None,
         dataset: format!("bench_{}", nanos % 1_000_000_000_000),
         ..Default::default()
     };

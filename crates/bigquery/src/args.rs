@@ -6,6 +6,33 @@
 
 use clap::Args;
 
+/// The emulator's gRPC port when none is given.
+pub const EMULATOR_GRPC_PORT: u16 = 9060;
+
+impl BigQueryArgs {
+    /// The emulator's gRPC address: `--bigquery-emulator-grpc-host`, or the REST host's name
+    /// with [`EMULATOR_GRPC_PORT`]. `None` without an emulator.
+    pub fn emulator_grpc_address(&self) -> Option<String> {
+        if let Some(h) = self
+            .emulator_grpc_host
+            .as_deref()
+            .filter(|h| !h.trim().is_empty())
+        {
+            return Some(h.trim().to_owned());
+        }
+        let rest = self.emulator_host.as_deref()?.trim();
+        let bare = rest
+            .strip_prefix("http://")
+            .unwrap_or(rest)
+            .trim_end_matches('/');
+        let host = match bare.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => bare,
+        };
+        Some(format!("{host}:{EMULATOR_GRPC_PORT}"))
+    }
+}
+
 /// Where the output table lives and how to reach BigQuery.
 #[derive(Args, Clone, Debug)]
 pub struct BigQueryArgs {
@@ -18,6 +45,16 @@ pub struct BigQueryArgs {
         value_name = "HOST:PORT"
     )]
     pub emulator_host: Option<String>,
+
+    /// `HOST:PORT` of the emulator's gRPC (Storage Write) endpoint [default: the REST host with
+    /// port 9060, the emulator's default].
+    #[arg(
+        id = "bigquery_emulator_grpc_host",
+        long = "bigquery-emulator-grpc-host",
+        env = "BIGQUERY_EMULATOR_GRPC_HOST",
+        value_name = "HOST:PORT"
+    )]
+    pub emulator_grpc_host: Option<String>,
 
     /// Dataset that holds the output table (created if missing).
     #[arg(long = "bq-dataset", env = "BQ_DATASET", default_value = "firstclick")]
@@ -42,6 +79,7 @@ impl Default for BigQueryArgs {
     fn default() -> Self {
         BigQueryArgs {
             emulator_host: None,
+            emulator_grpc_host: None,
             dataset: "firstclick".into(),
             table: "attributed_checkouts".into(),
             location: None,

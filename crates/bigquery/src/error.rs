@@ -183,6 +183,13 @@ pub enum ConnectError {
         /// Why it failed.
         message: String,
     },
+    /// The Storage Write path was asked for without an emulator.
+    #[error(
+        "--bigquery-write-api storage-write is wired for the BigQuery emulator only in this \
+         build (a plaintext gRPC channel, no OAuth); on Google Cloud set \
+         --bigquery-write-api/BIGQUERY_WRITE_API to insert-all"
+    )]
+    StorageWriteNeedsEmulator,
 }
 
 /// `ensure_table` failed.

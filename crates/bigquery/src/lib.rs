@@ -9,9 +9,11 @@
 //!   from `firstclick_model::schema`, its primary key and the `_dedup` view.
 //! - `sink`: [`BigQuery::insert_rows`], batched `insertAll` with `insertId = checkout_id`, and
 //!   the split of failures into transient, permanent and per-row.
-//! - `storage_write` (feature `storage-write`): `StorageWriter`, the same rows through the
-//!   Storage Write API (`AppendRows` on the `_default` stream), wired for the emulator's gRPC
-//!   port only; the service does not use it yet.
+//! - `storage_write`: [`StorageWriter`], the same rows through the Storage Write API
+//!   (`AppendRows` on the `_default` stream, and the calls on PENDING streams), wired for the
+//!   emulator's gRPC port only.
+//! - `epochs`: [`EpochWriter`], exactly-once rows: one PENDING stream per checkpoint epoch,
+//!   appended at offsets, finalized, committed after the checkpoint.
 //! - `query`: [`BigQuery::query`], SQL to JSON rows keyed by column name, for tests and tools.
 //! - `error`: the error types, and the one rule that says which failures are worth retrying.
 //!
@@ -38,18 +40,18 @@
 
 mod args;
 mod client;
+mod epochs;
 mod error;
 mod query;
 mod sink;
-#[cfg(feature = "storage-write")]
 mod storage_write;
 mod table;
 
-pub use args::BigQueryArgs;
+pub use args::{BigQueryArgs, EMULATOR_GRPC_PORT};
 pub use client::BigQuery;
+pub use epochs::{CommitOutcome, EpochWriter, RefusedRow};
 pub use error::{ApiError, ConnectError, EnsureError, InsertError, QueryError};
 pub use query::Row;
 pub use sink::{InsertReport, RejectedRow, RowError, MAX_BATCH_BYTES, MAX_BATCH_ROWS};
-#[cfg(feature = "storage-write")]
 pub use storage_write::{StorageWriter, MAX_APPEND_ROWS};
 pub use table::{EnsureOutcome, EnsureReport, PrimaryKeyOutcome, SchemaDifference};

@@ -22,8 +22,10 @@ use std::collections::HashMap;
 
 use gcp_bigquery_client::google::cloud::bigquery::storage::v1::append_rows_response::Response;
 use gcp_bigquery_client::google::cloud::bigquery::storage::v1::big_query_write_client::BigQueryWriteClient;
+use gcp_bigquery_client::google::cloud::bigquery::storage::v1::storage_error::StorageErrorCode;
 use gcp_bigquery_client::google::cloud::bigquery::storage::v1::{
-    AppendRowsRequest, AppendRowsResponse,
+    write_stream, AppendRowsRequest, AppendRowsResponse, BatchCommitWriteStreamsRequest,
+    CreateWriteStreamRequest, FinalizeWriteStreamRequest, WriteStream,
 };
 use gcp_bigquery_client::storage::{
     ColumnMode as ProtoMode, ColumnType as ProtoType, FieldDescriptor, StorageApi, TableDescriptor,
@@ -35,7 +37,7 @@ use firstclick_model::AttributedRow;
 
 use crate::error::{ApiError, ConnectError, InsertError};
 use crate::sink::{InsertReport, RejectedRow, RowError};
-use crate::BigQuery;
+use crate::{BigQuery, BigQueryArgs};
 
 /// Most rows per `AppendRows` request.
 pub const MAX_APPEND_ROWS: usize = 5_000;
@@ -148,6 +150,30 @@ pub(crate) fn table_descriptor() -> TableDescriptor {
     TableDescriptor { field_descriptors }
 }
 
+/// What one append at an offset came to.
+#[derive(Debug)]
+pub(crate) enum Appended {
+    /// The rows are in the stream now.
+    Written,
+    /// The offset was written before (an earlier attempt whose answer was lost).
+    AlreadyThere,
+    /// BigQuery refuses the request (bad rows): nothing of it is written.
+    Refused(String),
+    /// The stream does not exist (any more).
+    StreamGone,
+}
+
+/// What a commit came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Committed {
+    /// Committed now.
+    Now,
+    /// It was committed before.
+    Before,
+    /// The stream does not exist (any more).
+    StreamGone,
+}
+
 /// Appends rows to the output table over the Storage Write API. Cheap to clone; clones share
 /// the HTTP/2 connection.
 #[derive(Clone)]
@@ -192,6 +218,15 @@ fn status_error(operation: String, status: &tonic::Status) -> ApiError {
 }
 
 impl StorageWriter {
+    /// Connects the way `args` says: the emulator's gRPC port
+    /// ([`BigQueryArgs::emulator_grpc_address`]); without an emulator, an error that says so.
+    pub fn connect(bq: &BigQuery, args: &BigQueryArgs) -> Result<Self, ConnectError> {
+        match args.emulator_grpc_address() {
+            Some(address) => Self::connect_emulator(bq, &address),
+            None => Err(ConnectError::StorageWriteNeedsEmulator),
+        }
+    }
+
     /// Connects to the emulator's gRPC port (`HOST:PORT`, e.g. `127.0.0.1:9060`) for the table
     /// of `bq`. Connects lazily: an unreachable port shows up on the first append, as a
     /// transient error.
@@ -218,6 +253,168 @@ impl StorageWriter {
             table_path: bq.table_path(),
             descriptor: std::sync::Arc::new(table_descriptor()),
         })
+    }
+
+    /// `projects/P/datasets/D/tables/T`.
+    fn parent(&self) -> String {
+        self.stream
+            .strip_suffix("/streams/_default")
+            .unwrap_or(&self.stream)
+            .to_owned()
+    }
+
+    fn request<M>(&self, message: M, routing: &str) -> tonic::Request<M> {
+        let mut request = tonic::Request::new(message);
+        // BigQuery routes the call by this header; the emulator ignores it.
+        if let Ok(v) = routing.parse() {
+            request.metadata_mut().insert("x-goog-request-params", v);
+        }
+        request
+    }
+
+    /// Creates a PENDING stream on the table: rows appended to it stay invisible until it is
+    /// finalized and committed. Returns its name.
+    pub(crate) async fn create_pending(&self) -> Result<String, ApiError> {
+        let parent = self.parent();
+        let message = CreateWriteStreamRequest {
+            parent: parent.clone(),
+            write_stream: Some(WriteStream {
+                r#type: write_stream::Type::Pending as i32,
+                ..WriteStream::default()
+            }),
+        };
+        let request = self.request(message, &format!("parent={parent}"));
+        let mut client = self.client.clone();
+        match client.create_write_stream(request).await {
+            Ok(r) => Ok(r.into_inner().name),
+            Err(status) => Err(status_error(
+                format!("CreateWriteStream on {}", self.table_path),
+                &status,
+            )),
+        }
+    }
+
+    /// Appends `rows` to `stream` at `offset`, as one request on one call.
+    pub(crate) async fn append_at(
+        &self,
+        stream: &str,
+        rows: &[AttributedRow],
+        offset: i64,
+    ) -> Result<Appended, ApiError> {
+        let protos: Vec<ProtoRow> = rows.iter().map(ProtoRow::from).collect();
+        let (data, _) = StorageApi::create_rows(&self.descriptor, &protos, usize::MAX);
+        let message = AppendRowsRequest {
+            write_stream: stream.to_owned(),
+            offset: Some(offset),
+            trace_id: "firstclick".into(),
+            missing_value_interpretations: HashMap::new(),
+            default_missing_value_interpretation: 0,
+            rows: Some(data),
+        };
+        let operation = || format!("AppendRows into {stream} at offset {offset}");
+        let request = self.request(
+            futures::stream::iter([message]),
+            &format!("write_stream={stream}"),
+        );
+        let mut client = self.client.clone();
+        let mut responses = match client.append_rows(request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return Ok(Appended::StreamGone)
+            }
+            Err(status) => return Err(status_error(operation(), &status)),
+        };
+        let response = match responses.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return Err(ApiError {
+                    operation: operation(),
+                    status: None,
+                    reason: Some("streamClosed".into()),
+                    message: "the server closed the stream without an answer".into(),
+                    transient: true,
+                })
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return Ok(Appended::StreamGone)
+            }
+            Err(status) => return Err(status_error(operation(), &status)),
+        };
+        if let Some(e) = response.row_errors.first() {
+            return Ok(Appended::Refused(format!(
+                "row {} of the request: {}",
+                e.index, e.message
+            )));
+        }
+        match response.response {
+            Some(Response::Error(status)) => match tonic::Code::from_i32(status.code) {
+                tonic::Code::AlreadyExists => Ok(Appended::AlreadyThere),
+                tonic::Code::NotFound => Ok(Appended::StreamGone),
+                tonic::Code::InvalidArgument => Ok(Appended::Refused(status.message)),
+                code => Err(ApiError {
+                    operation: operation(),
+                    status: None,
+                    reason: Some(format!("{code:?}")),
+                    message: status.message,
+                    transient: is_transient_code(code),
+                }),
+            },
+            Some(Response::AppendResult(_)) | None => Ok(Appended::Written),
+        }
+    }
+
+    /// Finalizes `stream` (no more appends); returns the rows it holds, `None` if it is gone.
+    pub(crate) async fn finalize(&self, stream: &str) -> Result<Option<i64>, ApiError> {
+        let message = FinalizeWriteStreamRequest {
+            name: stream.to_owned(),
+        };
+        let request = self.request(message, &format!("name={stream}"));
+        let mut client = self.client.clone();
+        match client.finalize_write_stream(request).await {
+            Ok(r) => Ok(Some(r.into_inner().row_count)),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status_error(
+                format!("FinalizeWriteStream {stream}"),
+                &status,
+            )),
+        }
+    }
+
+    /// Commits the finalized `stream`: its rows become visible, atomically.
+    pub(crate) async fn commit(&self, stream: &str) -> Result<Committed, ApiError> {
+        let parent = self.parent();
+        let message = BatchCommitWriteStreamsRequest {
+            parent: parent.clone(),
+            write_streams: vec![stream.to_owned()],
+        };
+        let operation = || format!("BatchCommitWriteStreams {stream}");
+        let request = self.request(message, &format!("parent={parent}"));
+        let mut client = self.client.clone();
+        let response = match client.batch_commit_write_streams(request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return Err(status_error(operation(), &status)),
+        };
+        let Some(e) = response.stream_errors.first() else {
+            return Ok(Committed::Now);
+        };
+        let code = StorageErrorCode::try_from(e.code).unwrap_or(StorageErrorCode::Unspecified);
+        match code {
+            StorageErrorCode::StreamAlreadyCommitted => Ok(Committed::Before),
+            // The emulator answers a second commit with the stream's state instead.
+            StorageErrorCode::InvalidStreamState
+                if e.error_message.to_ascii_lowercase().contains("committed") =>
+            {
+                Ok(Committed::Before)
+            }
+            StorageErrorCode::StreamNotFound => Ok(Committed::StreamGone),
+            _ => Err(ApiError {
+                operation: operation(),
+                status: None,
+                reason: Some(code.as_str_name().to_owned()),
+                message: e.error_message.clone(),
+                transient: false,
+            }),
+        }
     }
 
     /// Appends `rows` to the `_default` stream, in requests of at most [`MAX_APPEND_ROWS`] rows,

@@ -1,7 +1,6 @@
 //! The Storage Write path against the emulator's gRPC port:
 //! `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 BIGQUERY_EMULATOR_GRPC_HOST=127.0.0.1:9060 cargo test
-//! -p firstclick-bigquery --features storage-write --test storage_write` (`scripts/test` turns the
-//! feature on).
+//! -p firstclick-bigquery --test storage_write`.
 //!
 //! The tests take turns ([`SERIAL`]): the emulator's gRPC servicer and its REST API share one
 //! DuckDB connection without a lock, so an append running while another test queries fails
@@ -11,7 +10,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use firstclick_bigquery::{BigQuery, BigQueryArgs, InsertError, StorageWriter};
+use firstclick_bigquery::{
+    BigQuery, BigQueryArgs, CommitOutcome, EpochWriter, InsertError, StorageWriter,
+};
 use firstclick_model::AttributedRow;
 use serde_json::json;
 
@@ -147,5 +148,82 @@ async fn a_request_with_an_invalid_row_is_refused_whole() {
         json!(0),
         "nothing of the request is written"
     );
+    cleanup(&bq).await;
+}
+
+async fn count_rows(bq: &BigQuery) -> i64 {
+    let got = bq
+        .query(&format!("SELECT COUNT(*) AS n FROM `{}`", bq.table_path()))
+        .await
+        .expect("count");
+    got[0]["n"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| got[0]["n"].as_i64())
+        .expect("a count")
+}
+
+#[tokio::test]
+async fn epoch_rows_stay_invisible_until_committed_and_commit_twice_is_fine() {
+    let _turn = SERIAL.lock().await;
+    let bq = fresh("sw_epochs").await;
+    bq.ensure_table().await.expect("ensure_table");
+    let writer =
+        StorageWriter::connect_emulator(&bq, &common::emulator_grpc_host()).expect("writer");
+    let mut epochs = EpochWriter::new(writer.clone());
+
+    let rows: Vec<AttributedRow> = (0..1_200).map(|i| row(&format!("e-{i}"), i, i)).collect();
+    epochs.stage(0, rows[..700].to_vec());
+    assert!(epochs.send(0).await.expect("send").is_empty());
+    epochs.stage(0, rows[700..1_000].to_vec());
+    assert!(epochs.send(0).await.expect("send").is_empty());
+    // A second epoch whose stream is never committed (as after a crash before its checkpoint).
+    epochs.stage(1, rows[1_000..].to_vec());
+    assert!(epochs.send(1).await.expect("send").is_empty());
+    assert_eq!(count_rows(&bq).await, 0, "pending rows are invisible");
+
+    let name = epochs.prepare(0).await.expect("prepare").expect("a stream");
+    assert_eq!(
+        count_rows(&bq).await,
+        0,
+        "finalized rows are still invisible"
+    );
+    assert_eq!(
+        epochs.commit(&name).await.expect("commit"),
+        CommitOutcome::Visible(1_000)
+    );
+    assert_eq!(count_rows(&bq).await, 1_000);
+    // A restarted process commits the checkpoint's stream again: a no-op.
+    let mut again = EpochWriter::new(writer);
+    assert_eq!(
+        again.commit(&name).await.expect("commit again"),
+        CommitOutcome::Visible(0)
+    );
+    assert_eq!(count_rows(&bq).await, 1_000, "no row twice");
+    // An epoch without rows has nothing to commit.
+    assert_eq!(epochs.prepare(7).await.expect("prepare"), None);
+    cleanup(&bq).await;
+}
+
+#[tokio::test]
+async fn a_refused_row_is_found_and_the_others_are_written() {
+    let _turn = SERIAL.lock().await;
+    let bq = fresh("sw_epoch_bad").await;
+    bq.ensure_table().await.expect("ensure_table");
+    let writer =
+        StorageWriter::connect_emulator(&bq, &common::emulator_grpc_host()).expect("writer");
+    let mut epochs = EpochWriter::new(writer);
+    let mut rows: Vec<AttributedRow> = (0..40).map(|i| row(&format!("b-{i}"), i, i)).collect();
+    rows[29].checkout.total_amount = Some(1e40);
+    epochs.stage(3, rows);
+    let refused = epochs.send(3).await.expect("send");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].row.checkout.checkout_id.as_text(), "b-29");
+    let name = epochs.prepare(3).await.expect("prepare").expect("a stream");
+    assert_eq!(
+        epochs.commit(&name).await.expect("commit"),
+        CommitOutcome::Visible(39)
+    );
+    assert_eq!(count_rows(&bq).await, 39);
     cleanup(&bq).await;
 }

@@ -192,6 +192,8 @@ impl Driver {
         while let Some(cmd) = core.poll() {
             match cmd {
                 Command::WriteRows { batch, .. } => core.rows_written(batch),
+                Command::PrepareRows { epoch } => core.rows_prepared(epoch, None),
+                Command::CommitRows { .. } => core.rows_committed(),
                 Command::AppendLog {
                     first_seq,
                     elements,
@@ -465,6 +467,8 @@ fn reference(live: u64, rate: u64, ticks: u64, config: EngineConfig) -> Core {
         while let Some(cmd) = core.poll() {
             match cmd {
                 Command::WriteRows { batch, .. } => core.rows_written(batch),
+                Command::PrepareRows { epoch } => core.rows_prepared(epoch, None),
+                Command::CommitRows { .. } => core.rows_committed(),
                 Command::AppendLog { first_seq, .. } => core.log_appended(first_seq),
                 Command::WriteBasePiece { generation, .. } => core.piece_written(generation),
                 Command::CommitBase { generation, .. } => core.base_committed(generation),

@@ -10,6 +10,8 @@
 //! - `intake`: one task per subscription: parse, dead-letter bad messages.
 //! - `worker`: the thin driver of the delivery core (`firstclick-delivery`), which owns the
 //!   engine: rows, checkpoint deltas and base pieces, acks.
+//! - `sink`: the rows' way into BigQuery (`--bigquery-write-api`: insertAll, or exactly once
+//!   through pending streams), with its retries.
 //! - `state`: loading the checkpoint from Redis ([`load_checkpoint`], [`Loaded`]); `state
 //!   inspect` and `state reset`.
 //! - `outage`: retries with backoff that log an outage once.
@@ -28,6 +30,7 @@ mod outage;
 mod replay_cmd;
 mod run;
 mod shutdown;
+mod sink;
 mod state;
 mod worker;
 

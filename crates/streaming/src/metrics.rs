@@ -27,6 +27,10 @@ pub(crate) struct Metrics {
     pub(crate) rows_attributed: AtomicU64,
     /// Rows BigQuery refused for good (dead-lettered).
     pub(crate) rows_rejected: AtomicU64,
+    /// Storage Write: rows made visible by committing their epoch's stream.
+    pub(crate) rows_committed: AtomicU64,
+    /// Storage Write: pending streams gone before their commit, rows not in memory (lost).
+    pub(crate) streams_lost: AtomicU64,
     /// Checkpoints written (changelog deltas appended).
     pub(crate) checkpoints: AtomicU64,
     /// Duration of the last changelog append, µs.
@@ -103,7 +107,7 @@ impl Metrics {
     /// All metrics in Prometheus' text exposition format.
     pub(crate) fn prometheus(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "firstclick_compactions_total",
                 "Base snapshots written.",
@@ -163,6 +167,16 @@ impl Metrics {
                 "firstclick_rows_rejected_total",
                 "Rows BigQuery refused for good.",
                 &self.rows_rejected,
+            ),
+            (
+                "firstclick_rows_committed_total",
+                "Rows made visible by Storage Write commits.",
+                &self.rows_committed,
+            ),
+            (
+                "firstclick_streams_lost_total",
+                "Pending streams gone before their commit with their rows not in memory.",
+                &self.streams_lost,
             ),
             (
                 "firstclick_checkpoints_total",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use firstclick_bigquery::{BigQuery, BigQueryArgs};
+use firstclick_bigquery::{BigQuery, BigQueryArgs, EpochWriter, StorageWriter};
 use firstclick_cli::GcpArgs;
 use firstclick_delivery::DeliveryConfig;
 use firstclick_model::EventKind;
@@ -20,6 +20,7 @@ use crate::args::EngineArgs;
 use crate::intake::{self, IntakeContext};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::sink::{RowSink, WriteApi};
 use crate::worker::{Worker, WorkerConfig, WorkerIo};
 
 /// Everything the streaming service reads from flags or the environment.
@@ -80,6 +81,17 @@ pub(crate) struct ServiceArgs {
         default_value_t = 1 << 20
     )]
     pub(crate) compact_piece_bytes: usize,
+    /// How rows reach BigQuery: `storage-write` writes each checkpoint epoch's rows to a
+    /// pending stream committed after the checkpoint (exactly one row per checkout in the
+    /// table; the BigQuery emulator only, in this build); `insert-all` uses insertAll (at
+    /// least once: after a crash some rows are written again, the `_dedup` view hides them).
+    #[arg(
+        long = "bigquery-write-api",
+        env = "BIGQUERY_WRITE_API",
+        value_enum,
+        default_value_t = WriteApi::InsertAll
+    )]
+    pub(crate) write_api: WriteApi,
     /// Rows per BigQuery flush at most.
     #[arg(long = "bq-batch-rows", env = "BQ_BATCH_ROWS", default_value_t = 500)]
     pub(crate) batch_rows: usize,
@@ -135,6 +147,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let bigquery = BigQuery::connect(&args.gcp, &args.bigquery)
         .await
         .context("cannot reach BigQuery")?;
+    let sink = match args.service.write_api {
+        WriteApi::InsertAll => {
+            RowSink::insert_all(bigquery, metrics.clone(), shutdown.forced.clone())
+        }
+        WriteApi::StorageWrite => {
+            let writer = StorageWriter::connect(&bigquery, &args.bigquery)
+                .context("cannot set up the Storage Write API")?;
+            RowSink::epochs(
+                EpochWriter::new(writer),
+                metrics.clone(),
+                shutdown.forced.clone(),
+            )
+        }
+    };
     let users = Arc::new(UserDirectory::new(&args.redis).context("bad Redis settings")?);
     let store = Arc::new(
         CheckpointStore::new(&args.redis, checkpoint_name(&args)).context("bad Redis settings")?,
@@ -192,7 +218,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         options.streams,
         WorkerIo {
             users,
-            bigquery,
+            sink,
             late,
             dead_letter: dead_letter.clone(),
             store,
@@ -274,6 +300,7 @@ fn delivery_config(
         compact_ratio: service.compact_ratio.max(0.0),
         piece_bytes: service.compact_piece_bytes,
         recovery_hold_micros: recovery_hold.as_micros() as i64,
+        two_phase_rows: service.write_api.two_phase(),
         ..DeliveryConfig::default()
     }
 }

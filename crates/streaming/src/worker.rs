@@ -2,8 +2,9 @@
 //! the one task that owns the engine in the streaming service.
 //!
 //! It feeds the core the events of the intake tasks and a tick every 200 ms, and runs the
-//! commands the core returns: rows to BigQuery (names from Redis first), changelog deltas to
-//! Redis, acks to Pub/Sub, late clicks to their topic. Base pieces of a compaction go to a
+//! commands the core returns: rows to the sink ([`RowSink`]: names from Redis first; with
+//! two-phase rows also its prepare and commit), changelog deltas to Redis, acks to Pub/Sub,
+//! late clicks to their topic. Base pieces of a compaction go to a
 //! background task ([`base_lane`]) so that the event loop never waits for them. The rules of
 //! what may be acknowledged when live in the core (docs/design.md §4, §6), not here.
 //!
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use firstclick_bigquery::BigQuery;
 use firstclick_delivery::{Command, Delivery, DeliveryConfig};
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, FinalCheckout};
 use firstclick_model::time::wall_clock;
@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::intake::Input;
 use crate::metrics::Metrics;
-use crate::outage::{retry, Outage};
+use crate::outage::retry;
+use crate::sink::RowSink;
 use crate::state::Loaded;
 
 /// How often the worker looks at the clock (idle watermark, row flushes, checkpoints).
@@ -49,7 +50,7 @@ pub(crate) struct WorkerIo {
     /// User names.
     pub(crate) users: Arc<UserDirectory>,
     /// The output table.
-    pub(crate) bigquery: BigQuery,
+    pub(crate) sink: RowSink,
     /// Late clicks go here.
     pub(crate) late: Arc<Publisher>,
     /// Rows BigQuery refuses for good go here.
@@ -228,9 +229,21 @@ impl Worker {
     async fn run_commands(&mut self) -> anyhow::Result<()> {
         while let Some(command) = self.core.poll() {
             match command {
-                Command::WriteRows { batch, checkouts } => {
-                    self.write_rows(checkouts).await?;
+                Command::WriteRows {
+                    batch,
+                    epoch,
+                    checkouts,
+                } => {
+                    self.write_rows(epoch, checkouts).await?;
                     self.core.rows_written(batch);
+                }
+                Command::PrepareRows { epoch } => {
+                    let transaction = self.io.sink.prepare(epoch).await?;
+                    self.core.rows_prepared(epoch, transaction);
+                }
+                Command::CommitRows { transaction } => {
+                    self.io.sink.commit(transaction).await?;
+                    self.core.rows_committed();
                 }
                 Command::AppendLog {
                     first_seq,
@@ -306,9 +319,9 @@ impl Worker {
         });
     }
 
-    /// Writes the rows of final checkouts: names from Redis, then BigQuery, retrying while
-    /// either is down. Rows BigQuery refuses for good are dead-lettered.
-    async fn write_rows(&mut self, finals: Vec<FinalCheckout>) -> anyhow::Result<()> {
+    /// Writes the rows of final checkouts as part of `epoch`: names from Redis, then the sink,
+    /// retrying while either is down. Rows BigQuery refuses for good are dead-lettered.
+    async fn write_rows(&mut self, epoch: u64, finals: Vec<FinalCheckout>) -> anyhow::Result<()> {
         if finals.is_empty() {
             return Ok(());
         }
@@ -335,64 +348,8 @@ impl Worker {
                 f.into_row(name, now)
             })
             .collect();
-        self.insert(rows).await
-    }
-
-    async fn insert(&mut self, mut rows: Vec<AttributedRow>) -> anyhow::Result<()> {
-        let mut outage = Outage::new("BigQuery");
-        while !rows.is_empty() {
-            let started = Instant::now();
-            let result = self.io.bigquery.insert_rows(&rows).await;
-            Metrics::set(
-                &self.metrics.last_insert_micros,
-                started.elapsed().as_micros() as u64,
-            );
-            let (report, failed_from) = match result {
-                Ok(report) => (report, None),
-                Err(e) if e.is_transient() => {
-                    outage.failed(&e);
-                    let from = e.done().attempted;
-                    (e.done().clone(), Some(from))
-                }
-                Err(e) => bail!(
-                    "BigQuery refuses the rows: {e}. Fix the table or the credentials (see \
-                     create-bq-table); nothing unwritten was acknowledged"
-                ),
-            };
-            let mut retry_rows = Vec::new();
-            let mut taken = vec![false; rows.len()];
-            for r in report.permanent() {
-                if let Some(row) = rows.get(r.index) {
-                    self.dead_letter_row(row, &r.to_string()).await?;
-                    taken[r.index] = true;
-                }
-            }
-            for r in report.retryable() {
-                taken[r.index] = true;
-                if let Some(row) = rows.get(r.index) {
-                    retry_rows.push(row.clone());
-                }
-            }
-            let handled = failed_from.unwrap_or(rows.len());
-            let written = (0..handled).filter(|i| !taken[*i]).count() as u64;
-            let attributed = (0..handled)
-                .filter(|i| !taken[*i] && rows[*i].click.is_some())
-                .count() as u64;
-            Metrics::add(&self.metrics.rows_written, written);
-            Metrics::add(&self.metrics.rows_attributed, attributed);
-            let mut rest: Vec<AttributedRow> = rows.drain(..).skip(handled).collect();
-            retry_rows.append(&mut rest);
-            rows = retry_rows;
-            if rows.is_empty() {
-                outage.recovered();
-            } else {
-                if failed_from.is_none() {
-                    outage.failed(&format!("{} rows refused for a passing reason", rows.len()));
-                }
-                if !outage.wait(&self.forced).await {
-                    bail!("stopped while BigQuery was down; {} rows not written (their messages are not acknowledged)", rows.len());
-                }
-            }
+        for refused in self.io.sink.write(epoch, rows).await? {
+            self.dead_letter_row(&refused.row, &refused.reason).await?;
         }
         Ok(())
     }

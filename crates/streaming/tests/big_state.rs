@@ -52,6 +52,7 @@ impl Setup {
     fn bigquery(&self) -> BigQueryArgs {
         BigQueryArgs {
             emulator_host: Some(env("BIGQUERY_EMULATOR_HOST")),
+            emulator_grpc_host: None,
             dataset: self.dataset.clone(),
             table: "attributed_checkouts".into(),
             location: None,

@@ -49,6 +49,7 @@ impl Names {
     fn bigquery(&self) -> BigQueryArgs {
         BigQueryArgs {
             emulator_host: Some(env("BIGQUERY_EMULATOR_HOST")),
+            emulator_grpc_host: None,
             dataset: format!("e2e_{}", self.suffix.replace('-', "_")),
             table: "attributed_checkouts".into(),
             location: None,
@@ -63,7 +64,7 @@ fn gcp() -> GcpArgs {
     }
 }
 
-fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32) -> Proc {
+fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32, write_api: &str) -> Proc {
     let pubsub = names.pubsub();
     let bigquery = names.bigquery();
     let log = std::fs::File::create(log).expect("log file");
@@ -85,6 +86,7 @@ fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32) -> Proc {
         // Long enough that a stream slow to start on a cold emulator is not taken for idle
         // (the per-stream watermark would then go ahead without it).
         .env("IDLE_TIMEOUT_SECS", idle_timeout_secs.to_string())
+        .env("BIGQUERY_WRITE_API", write_api)
         .env("CHECKPOINT_INTERVAL_SECS", "1")
         .env("STATS_INTERVAL_SECS", "2")
         .env("METRICS_ADDR", "127.0.0.1:0")
@@ -111,6 +113,17 @@ async fn provision(names: &Names) -> (GcpArgs, PubSubArgs, BigQuery) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_to_bigquery_equals_the_replay() {
+    end_to_end("insert-all").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_storage_write_pubsub_to_bigquery_equals_the_replay() {
+    end_to_end("storage-write").await;
+}
+
+/// Publishes a data set, runs the service with `write_api`, and compares the raw table with
+/// the replay row for row; then bad messages, then a graceful stop.
+async fn end_to_end(write_api: &str) {
     firstclick_pubsub::install_crypto_provider();
     let names = Names {
         suffix: format!("{:08x}", rand_suffix()),
@@ -168,7 +181,7 @@ async fn pubsub_to_bigquery_equals_the_replay() {
     assert!(summary.attributed > 0 && summary.unattributed > 0 && summary.unknown_users > 0);
 
     let log = dir.path().join("streaming.log");
-    let mut service = start_streaming(&names, &log, 10);
+    let mut service = start_streaming(&names, &log, 10, write_api);
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < Duration::from_secs(240) {
@@ -192,14 +205,14 @@ async fn pubsub_to_bigquery_equals_the_replay() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     let report = format!(
-        "e2e: {published} messages -> {n} rows in {:.1} s ({:.0} msg/s end to end), every row \
-         equal to the replay",
+        "e2e ({write_api}): {published} messages -> {n} rows in {:.1} s ({:.0} msg/s end to \
+         end), every row equal to the replay",
         elapsed.as_secs_f64(),
         published as f64 / elapsed.as_secs_f64()
     );
     println!("{report}");
     let _ = std::fs::write(
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e.report"),
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{write_api}.report")),
         &report,
     );
 
@@ -365,7 +378,7 @@ async fn malformed_flood_is_dead_lettered_and_good_events_still_attributed() {
     let log = dir.path().join("streaming.log");
     // The default idle timeout: this test does not wait for idle streams, and a stream busy
     // with thousands of malformed messages must not look idle.
-    let service = start_streaming(&names, &log, 30);
+    let service = start_streaming(&names, &log, 30, "storage-write");
     // Bad messages first, interleaved over both topics, then the good data set.
     let sends = bad.iter().enumerate().map(|(i, m)| {
         let p = if i % 2 == 0 {

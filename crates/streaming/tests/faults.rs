@@ -99,6 +99,7 @@ impl Setup {
     fn bigquery(&self) -> BigQueryArgs {
         BigQueryArgs {
             emulator_host: Some(self.bq_host.clone()),
+            emulator_grpc_host: None,
             dataset: "faults".into(),
             table: "attributed_checkouts".into(),
             location: None,

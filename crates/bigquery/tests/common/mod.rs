@@ -60,6 +60,7 @@ pub(crate) fn fresh_dataset(test: &str) -> String {
 pub(crate) async fn fresh(test: &str) -> BigQuery {
     let args = BigQueryArgs {
         emulator_host: Some(emulator_host()),
+        emulator_grpc_host: None,
         dataset: fresh_dataset(test),
         table: "attributed_checkouts".into(),
         location: None,
