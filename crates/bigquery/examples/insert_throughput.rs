@@ -1,15 +1,17 @@
 //! Measures write throughput into the BigQuery emulator.
 //!
 //! `BIGQUERY_EMULATOR_HOST=127.0.0.1:9050 cargo run -p firstclick-bigquery --example
-//! insert_throughput -- [ROWS] [CONCURRENCY] [insertall|storage] [ROWS_PER_REQUEST]`
+//! insert_throughput -- [ROWS] [CONCURRENCY] [insertall|storage|epochs] [ROWS_PER_REQUEST]`
 //! (defaults: 20000 rows, 1 call in flight, insertall, 500). `storage` uses the Storage Write
-//! path and needs `BIGQUERY_EMULATOR_GRPC_HOST` too. Creates a fresh dataset, writes the rows in
+//! path's `_default` stream and needs `BIGQUERY_EMULATOR_GRPC_HOST` too; `epochs` is the
+//! service's exactly-once path: each ROWS_PER_REQUEST rows are one epoch (a pending stream
+//! created, appended, finalized and committed), one epoch at a time. Creates a fresh dataset, writes the rows in
 //! calls of ROWS_PER_REQUEST rows, reports rows/s and call latencies, checks the row count, and
 //! drops the dataset.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use firstclick_bigquery::{BigQuery, BigQueryArgs, StorageWriter};
+use firstclick_bigquery::{BigQuery, BigQueryArgs, EpochWriter, StorageWriter};
 use firstclick_cli::GcpArgs;
 use firstclick_model::{AttributedRow, AttributionModel, Checkout, ClickRef, EventTime, Id};
 
@@ -43,10 +45,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut argv = std::env::args().skip(1);
     let rows: usize = argv.next().map_or(Ok(20_000), |s| s.parse())?;
     let concurrency: usize = argv.next().map_or(Ok(1), |s| s.parse())?;
-    let storage = match argv.next().as_deref() {
-        None | Some("insertall") => false,
-        Some("storage") => true,
-        Some(other) => return Err(format!("expected insertall or storage, found {other}").into()),
+    let mode = argv.next().unwrap_or_else(|| "insertall".into());
+    let (storage, epochs) = match mode.as_str() {
+        "insertall" => (false, false),
+        "storage" => (true, false),
+        "epochs" => (true, true),
+        other => {
+            return Err(format!("expected insertall, storage or epochs, found {other}").into())
+        }
     };
     let per_request: usize = argv.next().map_or(Ok(500), |s| s.parse())?;
     let host = std::env::var("BIGQUERY_EMULATOR_HOST")
@@ -76,7 +82,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let chunks: Vec<&[AttributedRow]> = data.chunks(per_request.max(1)).collect();
     let started = Instant::now();
     let mut latencies: Vec<Duration> = Vec::with_capacity(chunks.len());
-    for group in chunks.chunks(concurrency.max(1)) {
+    if let (true, Some(w)) = (epochs, &writer) {
+        let mut epochs = EpochWriter::new(w.clone());
+        for (epoch, chunk) in chunks.iter().enumerate() {
+            let t = Instant::now();
+            epochs.stage(epoch as u64, chunk.to_vec());
+            let refused = epochs.send(epoch as u64).await?;
+            assert!(refused.is_empty(), "{refused:?}");
+            let name = epochs.prepare(epoch as u64).await?.ok_or("no stream")?;
+            epochs.commit(&name).await?;
+            latencies.push(t.elapsed());
+        }
+    }
+    for group in chunks.chunks(concurrency.max(1)).filter(|_| !epochs) {
         let calls = group.iter().map(|chunk| {
             let bq = bq.clone();
             let writer = writer.clone();
@@ -104,10 +122,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}: {rows} rows in {} calls of {per_request}, {concurrency} in flight: {:.2} s, \
          {:.0} rows/s; call latency p50 {:?}, p90 {:?}, max {:?}",
-        if storage {
-            "Storage Write"
-        } else {
-            "insertAll"
+        match (storage, epochs) {
+            (_, true) => "Storage Write, a pending stream per epoch",
+            (true, false) => "Storage Write, default stream",
+            _ => "insertAll",
         },
         latencies.len(),
         elapsed.as_secs_f64(),

@@ -38,6 +38,8 @@ pub(crate) enum Input {
         checkout: Checkout,
         /// Acked after its row is written and a checkpoint taken.
         ack: AckHandle,
+        /// When Pub/Sub accepted it (for the publish → row latency).
+        published: Option<std::time::SystemTime>,
     },
 }
 
@@ -133,6 +135,7 @@ fn to_input(
                 Ok((None, checkout)) => Ok(Input::Checkout {
                     checkout,
                     ack: m.ack,
+                    published: m.publish_time,
                 }),
                 Ok((Some(bad), _)) | Err(bad) => Err((bad, Box::new(m))),
             }

@@ -60,6 +60,55 @@ pub(crate) struct Metrics {
     pub(crate) watermark_micros: AtomicI64,
     /// Wall clock minus watermark, ms.
     pub(crate) watermark_lag_ms: AtomicI64,
+    /// From a checkout's publish to its row being visible in BigQuery.
+    pub(crate) row_latency: Histogram,
+}
+
+/// Upper bounds of the latency buckets, seconds.
+/// (0.5 s apart up to 8 s, where the rows of a few seconds of out-of-orderness land).
+const LATENCY_BUCKETS: [f64; 30] = [
+    0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5,
+    8.0, 9.0, 10.0, 12.5, 15.0, 17.5, 20.0, 25.0, 30.0, 45.0, 60.0, 120.0,
+];
+
+/// A Prometheus histogram of seconds with fixed buckets ([`LATENCY_BUCKETS`]).
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is +Inf.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation of `micros` microseconds (negative: clocks apart, taken as 0).
+    pub(crate) fn observe_micros(&self, micros: i64) {
+        let micros = micros.max(0) as u64;
+        let secs = micros as f64 / 1e6;
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The exposition lines of histogram `name`.
+    fn write(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += get(c);
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {cumulative}",
+            get(&self.sum_micros) as f64 / 1e6
+        );
+    }
 }
 
 fn get(a: &AtomicU64) -> u64 {
@@ -251,6 +300,11 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        self.row_latency.write(
+            &mut out,
+            "firstclick_publish_to_row_seconds",
+            "From a checkout's publish to its row being visible in BigQuery.",
+        );
         out
     }
 }

@@ -50,10 +50,11 @@ pub(crate) struct RunArgs {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ServiceArgs {
     /// Longest time between two checkpoints while messages wait for their ack, in seconds.
+    /// With `storage-write` it is also how long finished rows wait before their commit.
     #[arg(
         long = "checkpoint-interval-secs",
         env = "CHECKPOINT_INTERVAL_SECS",
-        default_value_t = 5
+        default_value_t = 1
     )]
     pub(crate) checkpoint_interval_secs: u64,
     /// Name of this pipeline's checkpoint; its Redis keys are firstclick:{NAME}:meta, :log and

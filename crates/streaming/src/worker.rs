@@ -21,7 +21,7 @@ use bytes::Bytes;
 use firstclick_delivery::{Command, Delivery, DeliveryConfig};
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, FinalCheckout};
 use firstclick_model::time::wall_clock;
-use firstclick_model::{AttributedRow, EventTime, UserId};
+use firstclick_model::{AttributedRow, EventTime, Id, UserId};
 use firstclick_pubsub::{AckHandle, OutgoingMessage, Publisher};
 use firstclick_redis::{CheckpointStore, UserDirectory};
 use tokio::sync::mpsc;
@@ -76,6 +76,12 @@ pub(crate) struct Worker {
     base_done: mpsc::UnboundedReceiver<anyhow::Result<BaseDone>>,
     started: Instant,
     last_stats: Instant,
+    /// Publish times (µs since the epoch) of the checkouts that wait for their row, for the
+    /// publish → row latency; then of the rows written per epoch and per prepared transaction
+    /// until they are visible.
+    published: HashMap<Id, i64>,
+    written_at: HashMap<u64, Vec<i64>>,
+    prepared_at: HashMap<Vec<u8>, Vec<i64>>,
 }
 
 impl Worker {
@@ -117,6 +123,9 @@ impl Worker {
             base_done,
             started,
             last_stats: started,
+            published: HashMap::new(),
+            written_at: HashMap::new(),
+            prepared_at: HashMap::new(),
         }
     }
 
@@ -193,11 +202,24 @@ impl Worker {
                 ClickOutcome::Late { .. } => Metrics::add(&self.metrics.late_clicks, 1),
             },
             Input::Alive { stream } => self.core.on_alive(stream),
-            Input::Checkout { checkout, ack } => match self.core.on_checkout(checkout, ack) {
-                CheckoutOutcome::Pending => {}
-                CheckoutOutcome::Duplicate => Metrics::add(&self.metrics.duplicates, 1),
-                CheckoutOutcome::Late => Metrics::add(&self.metrics.late_checkouts, 1),
-            },
+            Input::Checkout {
+                checkout,
+                ack,
+                published,
+            } => {
+                let id = checkout.checkout_id.clone();
+                match self.core.on_checkout(checkout, ack) {
+                    CheckoutOutcome::Pending => {
+                        if let Some(t) =
+                            published.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        {
+                            self.published.insert(id, t.as_micros() as i64);
+                        }
+                    }
+                    CheckoutOutcome::Duplicate => Metrics::add(&self.metrics.duplicates, 1),
+                    CheckoutOutcome::Late => Metrics::add(&self.metrics.late_checkouts, 1),
+                }
+            }
         }
     }
 
@@ -239,10 +261,16 @@ impl Worker {
                 }
                 Command::PrepareRows { epoch } => {
                     let transaction = self.io.sink.prepare(epoch).await?;
+                    let times = self.written_at.remove(&epoch).unwrap_or_default();
+                    if let Some(t) = &transaction {
+                        self.prepared_at.insert(t.clone(), times);
+                    }
                     self.core.rows_prepared(epoch, transaction);
                 }
                 Command::CommitRows { transaction } => {
-                    self.io.sink.commit(transaction).await?;
+                    self.io.sink.commit(transaction.clone()).await?;
+                    let times = self.prepared_at.remove(&transaction).unwrap_or_default();
+                    self.observe_visible(&times);
                     self.core.rows_committed();
                 }
                 Command::AppendLog {
@@ -348,10 +376,27 @@ impl Worker {
                 f.into_row(name, now)
             })
             .collect();
+        let times: Vec<i64> = rows
+            .iter()
+            .filter_map(|r| self.published.remove(&r.checkout.checkout_id))
+            .collect();
         for refused in self.io.sink.write(epoch, rows).await? {
             self.dead_letter_row(&refused.row, &refused.reason).await?;
         }
+        if self.core.config().two_phase_rows {
+            self.written_at.entry(epoch).or_default().extend(times);
+        } else {
+            self.observe_visible(&times);
+        }
         Ok(())
+    }
+
+    /// Rows published at `times` (µs since the epoch) are visible now.
+    fn observe_visible(&self, times: &[i64]) {
+        let now = wall_clock().as_micros();
+        for t in times {
+            self.metrics.row_latency.observe_micros(now - t);
+        }
     }
 
     async fn dead_letter_row(&self, row: &AttributedRow, reason: &str) -> anyhow::Result<()> {
