@@ -359,6 +359,7 @@ async fn a_missing_table_is_a_permanent_error() {
     bq.ensure_table().await.expect("ensure_table");
     let args = BigQueryArgs {
         emulator_host: Some(common::emulator_host()),
+        emulator_grpc_host: None,
         dataset: bq.dataset().to_owned(),
         table: "no_such_table".into(),
         location: None,
@@ -399,6 +400,7 @@ async fn a_down_emulator_gives_a_transient_error_quickly() {
     };
     let args = BigQueryArgs {
         emulator_host: Some(format!("127.0.0.1:{port}")),
+        emulator_grpc_host: None,
         dataset: common::fresh_dataset("down"),
         ..Default::default()
     };
@@ -436,6 +438,7 @@ async fn a_dataset_in_another_location_is_noted() {
         .expect("ensure_table in the default location");
     let args = BigQueryArgs {
         emulator_host: Some(common::emulator_host()),
+        emulator_grpc_host: None,
         dataset: bq.dataset().to_owned(),
         table: bq.table().to_owned(),
         location: Some("asia-northeast1".into()),
