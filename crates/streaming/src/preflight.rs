@@ -609,3 +609,125 @@ async fn bounded(fut: impl Future<Output = Result<(), String>>) -> Result<(), St
         Err(_) => Err(format!("no answer within {PROBE_ATTEMPT:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    fn problem(found: &str) -> Problem {
+        Problem {
+            what: "Redis at redis://127.0.0.1:1 (REDIS_URL)".into(),
+            expected: "an answer to PING".into(),
+            found: found.into(),
+            fix: "fix REDIS_URL".into(),
+        }
+    }
+
+    #[test]
+    fn a_config_error_exits_78_through_any_context() {
+        let e = anyhow::Error::from(ConfigError {
+            problems: vec![problem("refused")],
+        })
+        .context("outer");
+        assert_eq!(exit_code(&e), EXIT_CONFIG);
+        let e: anyhow::Result<()> = Err(anyhow::anyhow!("BigQuery refuses the rows"));
+        assert_eq!(exit_code(&e.context("while running").unwrap_err()), 1);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_what_to_fix() {
+        let one = ConfigError {
+            problems: vec![problem("refused")],
+        };
+        assert_eq!(
+            one.to_string(),
+            "configuration error: Redis at redis://127.0.0.1:1 (REDIS_URL): expected an answer \
+             to PING, found: refused. Fix: fix REDIS_URL"
+        );
+        let two = ConfigError {
+            problems: vec![problem("a"), problem("b")],
+        };
+        let text = two.to_string();
+        assert!(
+            text.starts_with("configuration error: 2 problems\n  - "),
+            "{text}"
+        );
+        assert_eq!(text.matches("Fix: fix REDIS_URL").count(), 2, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_ends_the_check_at_once() {
+        let started = Instant::now();
+        let mut attempts = 0;
+        let result: Result<(), Problem> = until_ready(
+            "test",
+            &problem(""),
+            started + Duration::from_secs(30),
+            started,
+            |_| {
+                attempts += 1;
+                async {
+                    Err(Failed {
+                        problem: problem("no table"),
+                        transient: false,
+                    })
+                }
+            },
+        )
+        .await;
+        assert_eq!(attempts, 1);
+        assert_eq!(result.unwrap_err().found, "no table");
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_until_the_budget_is_spent() {
+        let started = Instant::now();
+        let mut attempts = 0;
+        let result: Result<(), Problem> = until_ready(
+            "test",
+            &problem(""),
+            started + Duration::from_millis(1500),
+            started,
+            |_| {
+                attempts += 1;
+                async {
+                    Err(Failed {
+                        problem: problem("refused"),
+                        transient: true,
+                    })
+                }
+            },
+        )
+        .await;
+        assert!(attempts >= 3, "{attempts} attempts");
+        let found = result.unwrap_err().found;
+        assert!(found.starts_with("refused (still failing after"), "{found}");
+        assert!(started.elapsed() >= Duration::from_millis(1500));
+
+        // A dependency that comes up in time passes.
+        let mut attempts = 0;
+        let result = until_ready(
+            "test",
+            &problem(""),
+            Instant::now() + Duration::from_secs(10),
+            Instant::now(),
+            |_| {
+                attempts += 1;
+                let up = attempts >= 3;
+                async move {
+                    if up {
+                        Ok(attempts)
+                    } else {
+                        Err(Failed {
+                            problem: problem("loading"),
+                            transient: true,
+                        })
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(result, Ok(3));
+    }
+}

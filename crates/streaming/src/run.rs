@@ -277,8 +277,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let unacked = metrics.unacked.load(std::sync::atomic::Ordering::Relaxed);
-    crate::shutdown::after_worker(worker_result, &shutdown.forced, unacked)?;
-    tracing::info!("stopped cleanly");
+    if crate::shutdown::after_worker(worker_result, &shutdown.forced, unacked)? {
+        tracing::info!("stopped cleanly");
+    }
     Ok(())
 }
 

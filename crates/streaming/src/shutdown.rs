@@ -76,22 +76,25 @@ pub(crate) async fn unless_forced<T>(
 /// How the worker's end becomes the service's: an error after the stop was forced is the
 /// forced stop itself (a retry loop gave up on a service that is down). Nothing unwritten was
 /// acknowledged, so nothing acknowledged is lost: logged with the number of messages left
-/// unacknowledged (Pub/Sub redelivers them), and the service exits 0.
+/// unacknowledged (Pub/Sub redelivers them), and the service exits 0. `Ok(true)` after a clean
+/// stop, `Ok(false)` after a forced one.
 pub(crate) fn after_worker(
     result: anyhow::Result<()>,
     forced: &CancellationToken,
     unacked: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     match result {
+        Ok(()) => Ok(true),
         Err(e) if forced.is_cancelled() => {
             tracing::warn!(
                 unacknowledged = unacked,
                 reason = %format!("{e:#}"),
-                "stop forced while a service was down: {unacked} received messages were left                  unacknowledged and will be redelivered; nothing acknowledged is lost"
+                "stop forced while a service was down: {unacked} received messages were left \
+                 unacknowledged and will be redelivered; nothing acknowledged is lost"
             );
-            Ok(())
+            Ok(false)
         }
-        other => other,
+        Err(e) => Err(e),
     }
 }
 
@@ -120,9 +123,10 @@ mod tests {
     fn only_an_error_after_a_forced_stop_counts_as_a_stop() {
         let forced = CancellationToken::new();
         assert!(after_worker(Err(anyhow::anyhow!("Redis down")), &forced, 3).is_err());
-        assert!(after_worker(Ok(()), &forced, 0).is_ok());
+        assert!(after_worker(Ok(()), &forced, 0).is_ok_and(|clean| clean));
         forced.cancel();
-        assert!(after_worker(Err(anyhow::anyhow!("Redis down")), &forced, 3).is_ok());
+        let stopped = after_worker(Err(anyhow::anyhow!("Redis down")), &forced, 3);
+        assert!(stopped.is_ok_and(|clean| !clean));
     }
 
     #[tokio::test]
