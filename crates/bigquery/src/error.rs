@@ -192,9 +192,20 @@ pub enum ConnectError {
     StorageWriteNeedsEmulator,
 }
 
-/// `ensure_table` failed.
+/// `ensure_table` or `check_table` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EnsureError {
+    /// `check_table` found no such dataset or table (`ensure_table` creates them instead).
+    #[error(
+        "{kind} {name} does not exist; run create-bq-table with the same --project-id, \
+         --bq-dataset and --bq-table (PROJECT_ID, BQ_DATASET, BQ_TABLE), or fix those settings"
+    )]
+    NotFound {
+        /// `dataset` or `table`.
+        kind: &'static str,
+        /// `project.dataset` or `project.dataset.table`.
+        name: String,
+    },
     /// A REST call failed.
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -234,7 +245,9 @@ impl EnsureError {
         match self {
             EnsureError::Api(e) => e.transient,
             EnsureError::Query(e) => e.is_transient(),
-            EnsureError::SchemaMismatch { .. } | EnsureError::WrongKind { .. } => false,
+            EnsureError::NotFound { .. }
+            | EnsureError::SchemaMismatch { .. }
+            | EnsureError::WrongKind { .. } => false,
         }
     }
 }

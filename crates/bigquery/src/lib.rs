@@ -6,7 +6,9 @@
 //! - `client`: [`BigQuery`], an authenticated client bound to one project, dataset and table;
 //!   plain HTTP and a dummy token against the emulator.
 //! - `table`: [`BigQuery::ensure_table`], the idempotent creation of the dataset, the table
-//!   from `firstclick_model::schema`, its primary key and the `_dedup` view.
+//!   from `firstclick_model::schema`, its primary key and the `_dedup` view;
+//!   [`BigQuery::check_table`], the same schema comparison without creating anything (the
+//!   service's start-up check).
 //! - `sink`: [`BigQuery::insert_rows`], batched `insertAll` with `insertId = checkout_id`, and
 //!   the split of failures into transient, permanent and per-row.
 //! - `storage_write`: [`StorageWriter`], the same rows through the Storage Write API

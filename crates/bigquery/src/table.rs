@@ -367,6 +367,48 @@ impl BigQuery {
         Ok(report)
     }
 
+    /// Checks, without creating anything, that the output table exists and has our columns
+    /// (the same comparison as [`BigQuery::ensure_table`]). Returns the notes about differences
+    /// that do not stop the sink (descriptions, partitioning, clustering).
+    ///
+    /// Fails with [`EnsureError::NotFound`] when the dataset or the table is missing (run
+    /// `create-bq-table`), [`EnsureError::SchemaMismatch`] or [`EnsureError::WrongKind`] when
+    /// the table is not ours, and [`EnsureError::Api`] when BigQuery cannot be asked
+    /// ([`EnsureError::is_transient`] says whether that may pass).
+    pub async fn check_table(&self) -> Result<Vec<String>, EnsureError> {
+        let path = self.table_path();
+        let found = self
+            .client
+            .table()
+            .get(&self.project, &self.dataset, &self.table, None)
+            .await
+            .map_err(|e| ApiError::from_bq(format!("get table {path}"), e));
+        match found {
+            Ok(t) => self.check_existing(&t),
+            Err(e) if e.is_not_found() => {
+                let dataset_path = format!("{}.{}", self.project, self.dataset);
+                let dataset = self
+                    .client
+                    .dataset()
+                    .get(&self.project, &self.dataset)
+                    .await
+                    .map_err(|e| ApiError::from_bq(format!("get dataset {dataset_path}"), e));
+                match dataset {
+                    Err(e) if e.is_not_found() => Err(EnsureError::NotFound {
+                        kind: "dataset",
+                        name: dataset_path,
+                    }),
+                    Err(e) => Err(e.into()),
+                    Ok(_) => Err(EnsureError::NotFound {
+                        kind: "table",
+                        name: path,
+                    }),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn ensure_dataset(&self) -> Result<(EnsureOutcome, Vec<String>), EnsureError> {
         let path = format!("{}.{}", self.project, self.dataset);
         match self

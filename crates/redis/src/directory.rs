@@ -257,6 +257,26 @@ impl UserDirectory {
         Ok(())
     }
 
+    /// Sends one `PING`, bounded like every other call ([`Timeouts::operation`]).
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let pong = self
+            .bounded(self.timeouts.operation, async {
+                let mut conn = self.conn.clone();
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            })
+            .await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(RedisError::UnexpectedReply {
+                addr: self.addr.clone(),
+                what: "PING".into(),
+                expected: "PONG",
+                found: truncate(&pong),
+            })
+        }
+    }
+
     /// Waits until Redis answers `PING`, probing every 100 ms, for at most `timeout`.
     pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), RedisError> {
         let start = Instant::now();

@@ -8,7 +8,8 @@
 //! - `args`: [`RedisArgs`], the `--redis-*` and `--user-cache-*` flags and their environment
 //!   variables; the password is applied to the URL and never printed.
 //! - `directory`: [`UserDirectory`], the enricher: cached, batched, pipelined `names` lookups
-//!   that fail fast during an outage and recover by themselves; `put_users`; `wait_until_ready`.
+//!   that fail fast during an outage and recover by themselves; `put_users`; `ping`,
+//!   `wait_until_ready`.
 //! - `cache`: the bounded TTL cache behind it ([`CacheSettings`]).
 //! - `checkpoint`: [`CheckpointStore`], the keys of the incremental checkpoints (meta, changelog,
 //!   bases) and the atomicity of each step.

@@ -17,7 +17,8 @@ use firstclick_model::AttributionModel;
     version,
     about,
     long_about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = EXIT_STATUS_HELP
 )]
 pub struct StreamingCli {
     /// What to run.
@@ -33,10 +34,44 @@ pub struct StreamingCli {
     pub(crate) log: firstclick_cli::LogArgs,
 }
 
+/// The exit status of the service, for `--help` (docs/design.md §4.6, §11).
+pub(crate) const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0   stopped by SIGTERM/SIGINT, nothing acknowledged lost; also when the stop was forced
+      (grace period over, or a second signal) while a dependency was down: unwritten
+      messages were never acknowledged and are redelivered
+  1   failed while running (e.g. BigQuery refuses the rows for good)
+  2   bad command line
+  78  configuration error (EX_CONFIG): a start-up check failed or a setting cannot be used;
+      the message names the setting to fix";
+
+/// Start-up checks and the shutdown grace period of the service.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct LifecycleArgs {
+    /// Seconds the start-up checks (Pub/Sub, Redis, BigQuery, run side by side) may take in
+    /// all, asking again a dependency that does not answer yet; then the service exits 78.
+    #[arg(
+        long = "startup-timeout-secs",
+        env = "STARTUP_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub(crate) startup_timeout_secs: u64,
+    /// Seconds after the first SIGTERM/SIGINT before the stop is forced: retries of a service
+    /// that is down give up, unwritten messages stay unacknowledged (redelivered later). Keep
+    /// it below the platform's own grace period (Kubernetes: 30 s).
+    #[arg(
+        long = "shutdown-grace-secs",
+        env = "SHUTDOWN_GRACE_SECS",
+        default_value_t = 25
+    )]
+    pub(crate) shutdown_grace_secs: u64,
+}
+
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub(crate) enum StreamingCommand {
     /// Run the streaming service (the default when a cloud is configured).
+    #[command(after_help = EXIT_STATUS_HELP)]
     Run(Box<crate::run::RunArgs>),
     /// Replay NDJSON files of clicks and checkouts through the engine into NDJSON rows.
     Replay(ReplayArgs),

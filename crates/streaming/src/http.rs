@@ -1,6 +1,8 @@
-//! A tiny HTTP endpoint for operators: `GET /metrics` (Prometheus text format) and
-//! `GET /healthz` (200 while the service runs). Plain HTTP/1.0 responses on a tokio listener;
-//! nothing else is served.
+//! A tiny HTTP endpoint for operators: `GET /metrics` (Prometheus text format), `GET /healthz`
+//! (liveness: 200 while the process runs, whatever its dependencies do, so that an outage does
+//! not get it restarted) and `GET /readyz` (readiness: 503 until start-up has finished, while a
+//! dependency is down and once stopping; 200 otherwise, see [`crate::health`]). Plain HTTP/1.0
+//! responses on a tokio listener; nothing else is served.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,7 +45,14 @@ pub(crate) async fn serve(
                 let (status, body) = match path {
                     "/metrics" => ("200 OK", metrics.prometheus()),
                     "/healthz" | "/health" => ("200 OK", "ok\n".to_string()),
-                    _ => ("404 Not Found", "try /metrics or /healthz\n".to_string()),
+                    "/readyz" => match crate::health::global().readiness() {
+                        Ok(()) => ("200 OK", "ready\n".to_string()),
+                        Err(why) => ("503 Service Unavailable", format!("not ready: {why}\n")),
+                    },
+                    _ => (
+                        "404 Not Found",
+                        "try /metrics, /healthz or /readyz\n".to_string(),
+                    ),
                 };
                 let response = format!(
                     "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",

@@ -14,19 +14,24 @@
 //!   through pending streams), with its retries.
 //! - `state`: loading the checkpoint from Redis ([`load_checkpoint`], [`Loaded`]); `state
 //!   inspect` and `state reset`.
-//! - `outage`: retries with backoff that log an outage once.
-//! - `shutdown`: SIGTERM/SIGINT handling.
-//! - `metrics`, `http`: counters, the stats line, /metrics and /healthz.
+//! - `preflight`: the start-up checks of every dependency (exit code 78 when one fails), and
+//!   their periodic probes afterwards.
+//! - `health`: readiness and each dependency's up/down state (/readyz, the gauges).
+//! - `outage`: retries with jittered backoff that log an outage once.
+//! - `shutdown`: SIGTERM/SIGINT handling, the grace period after which the stop is forced.
+//! - `metrics`, `http`: counters, the stats line, /metrics, /healthz and /readyz.
 //!
-//! The modules are private: the binary needs [`main_entry`], the deployment checks
-//! [`StreamingCli`], the checkpoint benchmark [`load_checkpoint`].
+//! The modules are private: the binary needs [`main_entry`] and [`exit_code`], the deployment
+//! checks [`StreamingCli`], the checkpoint benchmark [`load_checkpoint`].
 
 mod args;
 mod demo;
+mod health;
 mod http;
 mod intake;
 mod metrics;
 mod outage;
+mod preflight;
 mod replay_cmd;
 mod run;
 mod shutdown;
@@ -45,6 +50,12 @@ fn cloud_configured() -> bool {
     ["PUBSUB_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// The exit code for an error [`main_entry`] returned: 78 (`EX_CONFIG`) for a configuration
+/// error (a start-up check failed, a setting cannot be used), 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    preflight::exit_code(error)
 }
 
 /// Parses the command line and runs the chosen mode.
@@ -80,7 +91,11 @@ fn in_runtime(job: impl std::future::Future<Output = anyhow::Result<()>>) -> any
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(job)
+    let result = runtime.block_on(job);
+    // Tasks still waiting on a service (a forced stop) or a blocking DNS lookup must not hold
+    // the exit: the work that matters is done or given up on.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn state_command(cmd: args::StateCommand) -> anyhow::Result<()> {

@@ -7,13 +7,15 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Errors are printed as their chain of causes, never with a backtrace: they are the user's to
-/// act on (with `RUST_BACKTRACE` set in the environment, anyhow would print one).
+/// act on (with `RUST_BACKTRACE` set in the environment, anyhow would print one). Exit status:
+/// 0 after a stop, 1 for a failure while running, 78 (`EX_CONFIG`) for a configuration error
+/// (`streaming run --help` lists them).
 fn main() -> std::process::ExitCode {
     match firstclick_streaming::main_entry() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("streaming: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(firstclick_streaming::exit_code(&e))
         }
     }
 }

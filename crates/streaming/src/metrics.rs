@@ -1,5 +1,6 @@
 //! Counters and gauges of the streaming service, shared between its tasks, printed as the
-//! periodic stats line and served in Prometheus' text format on the metrics port.
+//! periodic stats line and served in Prometheus' text format on the metrics port. The
+//! dependency and readiness gauges come from [`crate::health`].
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -304,6 +305,26 @@ impl Metrics {
             &mut out,
             "firstclick_publish_to_row_seconds",
             "From a checkout's publish to its row being visible in BigQuery.",
+        );
+        let health = crate::health::global();
+        let _ = writeln!(
+            out,
+            "# HELP firstclick_dependency_up 1 while the dependency answers, 0 during an outage.\n\
+             # TYPE firstclick_dependency_up gauge"
+        );
+        for d in crate::health::Dependency::ALL {
+            let _ = writeln!(
+                out,
+                "firstclick_dependency_up{{dependency=\"{}\"}} {}",
+                d.label(),
+                u8::from(health.is_up(d))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP firstclick_ready 1 when /readyz answers 200 (started, not stopping, every \
+             dependency up).\n# TYPE firstclick_ready gauge\nfirstclick_ready {}",
+            u8::from(health.readiness().is_ok())
         );
         out
     }

@@ -1,6 +1,8 @@
 //! The streaming service: connects Pub/Sub, Redis and BigQuery, restores the last checkpoint,
 //! starts one intake task per subscription and the worker, and stops gracefully on SIGTERM or
-//! SIGINT (stop pulling, finish in-flight work, flush, checkpoint, ack, exit 0).
+//! SIGINT (stop pulling, finish in-flight work, flush, checkpoint, ack, exit 0). Before anything
+//! is consumed or restored, `crate::preflight` checks every dependency; a stop that the grace
+//! period forces is `crate::shutdown`'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,17 +10,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use firstclick_bigquery::{BigQuery, BigQueryArgs, EpochWriter, StorageWriter};
+use firstclick_bigquery::{BigQueryArgs, EpochWriter, StorageWriter};
 use firstclick_cli::GcpArgs;
 use firstclick_delivery::DeliveryConfig;
 use firstclick_model::EventKind;
-use firstclick_pubsub::{Connection, PubSubArgs, Publisher, SubscribeOptions, Subscription};
+use firstclick_pubsub::{PubSubArgs, Publisher, SubscribeOptions, Subscription};
 use firstclick_redis::{CheckpointStore, RedisArgs, UserDirectory};
 use tokio::sync::mpsc;
 
 use crate::args::EngineArgs;
 use crate::intake::{self, IntakeContext};
 use crate::metrics::Metrics;
+use crate::preflight::ConfigError;
 use crate::shutdown::Shutdown;
 use crate::sink::{RowSink, WriteApi};
 use crate::worker::{Worker, WorkerConfig, WorkerIo};
@@ -44,6 +47,9 @@ pub(crate) struct RunArgs {
     /// Service behaviour.
     #[command(flatten)]
     pub(crate) service: ServiceArgs,
+    /// Start-up checks and shutdown grace.
+    #[command(flatten)]
+    pub(crate) lifecycle: crate::args::LifecycleArgs,
 }
 
 /// Checkpoints, batching, observability.
@@ -126,35 +132,52 @@ pub(crate) struct ServiceArgs {
 
 /// Runs the service until a stop signal; returns after a clean shutdown.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let shutdown = Shutdown::listen().context("cannot install the signal handlers")?;
+    let grace = Duration::from_secs(args.lifecycle.shutdown_grace_secs);
+    let shutdown = Shutdown::listen(grace).context("cannot install the signal handlers")?;
     let metrics = Arc::new(Metrics::default());
     if !args.service.metrics_addr.is_empty() {
-        let addr: SocketAddr = args.service.metrics_addr.parse().with_context(|| {
-            format!(
-                "METRICS_ADDR: expected HOST:PORT such as 0.0.0.0:9100, found {:?}",
-                args.service.metrics_addr
+        let addr: SocketAddr = args.service.metrics_addr.parse().map_err(|e| {
+            ConfigError::one(
+                "METRICS_ADDR",
+                "HOST:PORT such as 0.0.0.0:9100",
+                format!("{:?} ({e})", args.service.metrics_addr),
+                "fix --metrics-addr / METRICS_ADDR, or set it empty to serve nothing",
             )
         })?;
         let bound = crate::http::serve(addr, metrics.clone(), shutdown.forced.clone())
             .await
             .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
-        tracing::info!(%bound, "serving /metrics and /healthz");
+        tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
     }
 
     let topology = args.pubsub.topology();
-    let conn = Connection::connect(&args.gcp, &args.pubsub)
-        .await
-        .context("cannot reach Pub/Sub")?;
-    let bigquery = BigQuery::connect(&args.gcp, &args.bigquery)
-        .await
-        .context("cannot reach BigQuery")?;
+    let bad_redis = |e: firstclick_redis::RedisError| {
+        let fix = "fix REDIS_URL (and REDIS_PASSWORD)";
+        ConfigError::one("REDIS_URL", "a Redis URL", e, fix)
+    };
+    let users = Arc::new(UserDirectory::new(&args.redis).map_err(bad_redis)?);
+    let store =
+        Arc::new(CheckpointStore::new(&args.redis, checkpoint_name(&args)).map_err(bad_redis)?);
+    let Some(checked) =
+        crate::preflight::check(&args, users.clone(), store.clone(), &shutdown.graceful).await?
+    else {
+        tracing::info!("stopped during the start-up checks");
+        return Ok(());
+    };
+    let (conn, bigquery) = (checked.conn, checked.bigquery);
     let sink = match args.service.write_api {
         WriteApi::InsertAll => {
             RowSink::insert_all(bigquery, metrics.clone(), shutdown.forced.clone())
         }
         WriteApi::StorageWrite => {
-            let writer = StorageWriter::connect(&bigquery, &args.bigquery)
-                .context("cannot set up the Storage Write API")?;
+            let writer = StorageWriter::connect(&bigquery, &args.bigquery).map_err(|e| {
+                ConfigError::one(
+                    "BIGQUERY_WRITE_API",
+                    "a write path this build can use",
+                    e,
+                    "set BIGQUERY_WRITE_API=insert-all, or BIGQUERY_EMULATOR_HOST for the emulator",
+                )
+            })?;
             RowSink::epochs(
                 EpochWriter::new(writer),
                 metrics.clone(),
@@ -162,10 +185,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let users = Arc::new(UserDirectory::new(&args.redis).context("bad Redis settings")?);
-    let store = Arc::new(
-        CheckpointStore::new(&args.redis, checkpoint_name(&args)).context("bad Redis settings")?,
-    );
     let dead_letter = Arc::new(
         Publisher::new(&conn, &topology.dead_letter_topic)
             .await
@@ -181,13 +200,21 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let max_unacked = (options.max_outstanding_messages as usize / 2).max(1);
     let legacy = (args.service.checkpoint_key.is_none())
         .then(|| crate::state::legacy_key(&args.gcp.project_id, &topology.click_subscription));
-    let loaded = crate::state::load(
+    // Nothing is consumed yet: the first stop signal ends a restore that waits for Redis.
+    let loaded = match crate::state::load(
         &store,
         args.engine.config(),
         legacy.as_deref(),
-        &shutdown.forced,
+        &shutdown.graceful,
     )
-    .await?;
+    .await
+    {
+        Err(e) if shutdown.graceful.is_cancelled() => {
+            tracing::info!(reason = %format!("{e:#}"), "stopped while restoring the checkpoint");
+            return Ok(());
+        }
+        loaded => loaded?,
+    };
     let recovery_hold = Duration::from_secs(
         args.service
             .recovery_hold_secs
@@ -256,6 +283,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let click_intake = intake_task(clicks, EventKind::Click);
     let checkout_intake = intake_task(checkouts, EventKind::Checkout);
     drop(tx);
+    crate::health::global().set_started();
+    let probes_stop = shutdown.forced.child_token();
+    checked.probes.spawn(probes_stop.clone());
+    let _stop_probes = probes_stop.drop_guard();
     tracing::info!(
         clicks = %topology.click_subscription,
         checkouts = %topology.checkout_subscription,
@@ -264,15 +295,24 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let worker_result = worker.run(rx).await;
     // Every ack handle is settled now (acked at the final checkpoint, or dropped on error and
-    // so redelivered later): let the subscriptions send their pending acks.
+    // so redelivered later): let the subscriptions send their pending acks (for a short while
+    // only once the stop is forced).
     for task in [click_intake, checkout_intake] {
-        match task.await {
-            Ok(sub) => sub.shutdown().await,
-            Err(e) => tracing::error!(error = %e, "an intake task failed"),
+        let forced = &shutdown.forced;
+        let done = crate::shutdown::unless_forced(forced, async {
+            match task.await {
+                Ok(sub) => sub.shutdown().await,
+                Err(e) => tracing::error!(error = %e, "an intake task failed"),
+            }
+        });
+        if done.await.is_none() {
+            tracing::warn!("stop forced: not waiting any longer for a subscription to shut down");
         }
     }
-    worker_result?;
-    tracing::info!("stopped cleanly");
+    let unacked = metrics.unacked.load(std::sync::atomic::Ordering::Relaxed);
+    if crate::shutdown::after_worker(worker_result, &shutdown.forced, unacked)? {
+        tracing::info!("stopped cleanly");
+    }
     Ok(())
 }
 

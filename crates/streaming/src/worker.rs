@@ -136,6 +136,16 @@ impl Worker {
     /// Runs until the input channel closes (the intake tasks stop on a graceful shutdown), then
     /// flushes, checkpoints and acknowledges everything.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> anyhow::Result<()> {
+        let result = self.run_until_closed(&mut rx).await;
+        if result.is_err() {
+            // What a forced stop leaves unacknowledged (redelivered later), for the exit log.
+            let held = self.core.unacked() + rx.len();
+            Metrics::set(&self.metrics.unacked, held as u64);
+        }
+        result
+    }
+
+    async fn run_until_closed(&mut self, rx: &mut mpsc::Receiver<Input>) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
