@@ -57,6 +57,7 @@ impl Names {
     fn bigquery(&self) -> BigQueryArgs {
         BigQueryArgs {
             emulator_host: Some(env("BIGQUERY_EMULATOR_HOST")),
+            emulator_grpc_host: None,
             dataset: self.dataset(),
             table: "attributed_checkouts".into(),
             location: None,
