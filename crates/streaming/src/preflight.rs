@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::health::{self, Dependency, ProbeVote};
 use crate::outage::{jittered, next_step};
 use crate::run::RunArgs;
+use crate::sink::WriteApi;
 
 /// Exit code of a configuration error (BSD `sysexits.h` `EX_CONFIG`): a start-up check failed
 /// or a setting cannot be used. Fix the configuration; restarting alone will not help.
@@ -492,7 +493,54 @@ async fn check_bigquery(
     for note in notes {
         tracing::warn!(table = %table, "{note}");
     }
+    if args.service.write_api == WriteApi::StorageWrite {
+        check_storage_write(args, deadline, started).await?;
+    }
     Ok(bq.clone())
+}
+
+/// `--bigquery-write-api storage-write`: this build writes through the emulator's gRPC port
+/// only; it must take connections.
+async fn check_storage_write(
+    args: &RunArgs,
+    deadline: Instant,
+    started: Instant,
+) -> Result<(), Problem> {
+    let Some(address) = args.bigquery.emulator_grpc_address() else {
+        return Err(Problem {
+            what: "BIGQUERY_WRITE_API".into(),
+            expected: "a write path this build can use".into(),
+            found: "storage-write on Google Cloud (this build writes through the emulator's \
+                    gRPC port only)"
+                .into(),
+            fix: "set BIGQUERY_WRITE_API=insert-all on Google Cloud".into(),
+        });
+    };
+    let problem = |found: String| Problem {
+        what: "the BigQuery emulator's gRPC (Storage Write) endpoint".into(),
+        expected: format!("connections on {address}"),
+        found,
+        fix: "fix BIGQUERY_EMULATOR_GRPC_HOST (default: the REST host, port 9060), or set \
+              BIGQUERY_WRITE_API=insert-all"
+            .into(),
+    };
+    let slow = problem(String::new());
+    until_ready(
+        "BigQuery (Storage Write)",
+        &slow,
+        deadline,
+        started,
+        |_| async {
+            tokio::net::TcpStream::connect(address.as_str())
+                .await
+                .map(drop)
+                .map_err(|e| Failed {
+                    problem: problem(e.to_string()),
+                    transient: true,
+                })
+        },
+    )
+    .await
 }
 
 fn bigquery_problem(e: Option<&EnsureError>, table: &str, place: &str, emulator: bool) -> Problem {

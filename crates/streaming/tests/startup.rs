@@ -237,6 +237,29 @@ async fn a_missing_table_exits_78_naming_create_bq_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_write_with_a_closed_grpc_port_exits_78_naming_it() {
+    firstclick_pubsub::install_crypto_provider();
+    let names = Names::new("nogrpc");
+    provision(&names).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("streaming.log");
+    let mut cmd = names.command(&log);
+    cmd.env("BIGQUERY_WRITE_API", "storage-write")
+        .env("BIGQUERY_EMULATOR_GRPC_HOST", "127.0.0.1:1")
+        .env("STARTUP_TIMEOUT_SECS", "3");
+    let (code, took, log) = run_to_exit(&mut cmd, &log, Duration::from_secs(60)).await;
+    println!(
+        "startup: storage-write, closed gRPC port -> exit {code} after {:.1} s",
+        took.as_secs_f64()
+    );
+    assert_eq!(code, EXIT_CONFIG, "{log}");
+    let error = error_line(&log);
+    assert!(error.contains("BIGQUERY_EMULATOR_GRPC_HOST"), "{error}");
+    assert!(error.contains("127.0.0.1:1"), "{error}");
+    assert_no_backtrace(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_subscription_exits_78_naming_create_pubsub() {
     firstclick_pubsub::install_crypto_provider();
     let names = Names::new("nosub");
