@@ -360,7 +360,14 @@ impl Engine {
                 Some(m) => slowest = Some(slowest.map_or(m, |x| x.min(m))),
             }
         }
-        let progress = if any_active { slowest } else { fastest };
+        // With every stream idle, the newest click seen sets it: the same as the fastest
+        // stream in a live engine, and what a restored engine's checkpoint remembers when
+        // nothing new arrives after a restart (its streams start empty).
+        let progress = if any_active {
+            slowest
+        } else {
+            fastest.max(self.max_click_time)
+        };
         if let Some(p) = progress {
             let candidate = p.offset(-self.config.out_of_orderness_micros);
             if self.watermark.is_none_or(|w| candidate > w) {

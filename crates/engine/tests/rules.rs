@@ -2,7 +2,8 @@
 //! per test.
 
 use firstclick_engine::{
-    CheckoutOutcome, ClickOutcome, Engine, EngineConfig, EngineStats, FinalCheckout,
+    CheckoutOutcome, ClickOutcome, Engine, EngineConfig, EngineStats, FinalCheckout, Progress,
+    Restorer,
 };
 use firstclick_model::{AttributionModel, Checkout, Click, EventTime, Id};
 
@@ -459,6 +460,33 @@ fn a_held_watermark_lets_redelivered_clicks_in_on_time() {
     assert_eq!(e.watermark(), Some(t(1_500 - 15)), "released");
     e.drain_final(&mut out);
     assert_eq!(ids(&out), vec![("k".into(), some("mine"))]);
+}
+
+#[test]
+fn after_a_restore_with_every_stream_quiet_the_watermark_follows_the_clicks_seen() {
+    // Every earlier life died during its recovery hold: the checkpoint's watermark is far
+    // behind the newest click it holds. Nothing new arrives after this restart (all clicks
+    // were acknowledged before), so no stream delivers: once the hold is over and the streams
+    // are idle, the clicks already seen still justify the watermark.
+    let cfg = EngineConfig::default();
+    let mut r = Restorer::new(cfg);
+    r.progress(Progress {
+        max_click_time: Some(t(2_000)),
+        watermark: Some(t(985)),
+        last_sweep: None,
+        stats: EngineStats::default(),
+    });
+    let mut e = r.finish();
+    e.expect_streams(2);
+    e.hold_watermark_until(10 * S);
+    e.tick(0);
+    e.on_checkout(checkout("k", 1, "p", t(1_500)));
+    e.tick(10 * S);
+    e.tick(10 * S + cfg.idle_timeout_micros + 1);
+    assert_eq!(e.watermark(), Some(t(2_000 - 15)));
+    let mut out = Vec::new();
+    e.drain_final(&mut out);
+    assert_eq!(ids(&out), vec![("k".into(), None)]);
 }
 
 #[test]
