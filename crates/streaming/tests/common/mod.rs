@@ -1,8 +1,11 @@
 //! What the service-level tests share: the services' addresses, the expected rows (the file
 //! replay of the same events), the end-of-input sentinel click, and rows made comparable
 //! whether they come from the replay's JSON or from BigQuery's answer; and the processes the
-//! tests start (the service, private redis-servers).
+//! tests start (the service, private redis-servers), and the Pub/Sub pass-through that makes
+//! the emulator end a dead client's streaming pulls ([`pubsub_proxy`]).
 #![allow(dead_code)]
+
+pub(crate) mod pubsub_proxy;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
