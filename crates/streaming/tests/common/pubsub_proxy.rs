@@ -61,8 +61,10 @@ pub(crate) struct Proxy {
 /// What the proxy did, for the tests' reports and assertions.
 #[derive(Debug, Default)]
 struct Counters {
-    /// HTTP/2 streams forwarded.
-    streams: AtomicU64,
+    /// gRPC calls (HTTP/2 streams) forwarded.
+    calls: AtomicU64,
+    /// Of those, StreamingPulls (the rest are unary calls such as lease extensions).
+    pulls: AtomicU64,
     /// Upstream streams half-closed because their client went away.
     half_closed: AtomicU64,
     /// Streams whose client went away that the emulator then ended within [`DRAIN_TIMEOUT`].
@@ -75,9 +77,14 @@ impl Proxy {
         self.addr.to_string()
     }
 
-    /// HTTP/2 streams (gRPC calls) forwarded so far.
-    pub(crate) fn streams(&self) -> u64 {
-        self.counters.streams.load(Ordering::Relaxed)
+    /// gRPC calls (HTTP/2 streams) forwarded so far.
+    pub(crate) fn calls(&self) -> u64 {
+        self.counters.calls.load(Ordering::Relaxed)
+    }
+
+    /// Of those, StreamingPulls.
+    pub(crate) fn pulls(&self) -> u64 {
+        self.counters.pulls.load(Ordering::Relaxed)
     }
 
     /// Streams half-closed upstream because their client went away.
@@ -310,7 +317,10 @@ async fn forward_stream(
             return;
         }
     };
-    shared.counters.streams.fetch_add(1, Ordering::Relaxed);
+    shared.counters.calls.fetch_add(1, Ordering::Relaxed);
+    if path.ends_with("/StreamingPull") {
+        shared.counters.pulls.fetch_add(1, Ordering::Relaxed);
+    }
     // Cancelled when the client is known to be gone; from then on the response is drained.
     let gone = CancellationToken::new();
     let mut gone_at = None;
