@@ -491,6 +491,16 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         &setup.log,
         std::env::temp_dir().join("firstclick-faults-streaming.log"),
     );
+    // Deleting its subscriptions stops the emulator threads that the test's own clean stops
+    // (the drains above) leave behind.
+    let (click_sub, checkout_sub) = setup.subscriptions();
+    let topology = pubsub.topology();
+    for (sub, _) in topology.subscriptions() {
+        let _ = admin.delete_subscription(sub).await;
+    }
+    for sub in [click_sub, checkout_sub] {
+        let _ = admin.delete_subscription(&sub).await;
+    }
     assert!(kills >= 6, "only {kills} kills");
     assert_eq!(summary.rows as usize, expected.len());
     assert!(
