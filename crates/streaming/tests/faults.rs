@@ -39,8 +39,8 @@ use firstclick_redis::{RedisArgs, UserDirectory};
 
 mod common;
 use common::{
-    append_sentinel, as_f64, by_checkout, count, env, expected_rows, free_port, pubsub_proxy,
-    start_redis, wait_port, Proc, Rows,
+    append_sentinel, append_sentinel_click, as_f64, by_checkout, count, env, expected_rows,
+    free_port, pubsub_proxy, start_redis, wait_port, Proc, Rows,
 };
 
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -386,6 +386,18 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
     tokio::time::sleep(moments.secs(1.0, 3.0)).await;
     let pause = restart_pause(&mut moments);
     kill_and_restart(&setup, &mut streaming, &mut kills, pause).await;
+    // The input goes on, as it would in production. Without this the last life may have
+    // nothing new to read: when every earlier life died inside its recovery hold (docs/design.md
+    // §3.4), the checkpointed watermark is still at the start, the clicks it would have moved
+    // on are all duplicates, and only idle advance, at the speed of the wall clock, finishes
+    // the checkouts (seed 987654321: 144 rows still pending after 300 s).
+    let heartbeat = append_sentinel_click(&files, "sentinel-after-the-kills", 61);
+    Publisher::new(&conn, &pubsub.click_topic)
+        .await
+        .expect("publisher")
+        .publish(OutgoingMessage::new(heartbeat.into_bytes()))
+        .await
+        .expect("sentinel after the kills");
 
     // What the table must hold: the replay of the same files.
     let (summary, expected) = expected_rows(&files, dir.path());
