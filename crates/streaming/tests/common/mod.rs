@@ -1,8 +1,11 @@
 //! What the service-level tests share: the services' addresses, the expected rows (the file
 //! replay of the same events), the end-of-input sentinel click, and rows made comparable
 //! whether they come from the replay's JSON or from BigQuery's answer; and the processes the
-//! tests start (the service, private redis-servers).
+//! tests start (the service, private redis-servers), and the Pub/Sub pass-through that makes
+//! the emulator end a dead client's streaming pulls ([`pubsub_proxy`]).
 #![allow(dead_code)]
+
+pub(crate) mod pubsub_proxy;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -116,6 +119,16 @@ pub(crate) fn expected_rows(files: &DataSetPaths, dir: &Path) -> (Summary, Rows)
 /// input does for the replay. It is appended to the clicks file (so it is in both inputs and
 /// changes no row) and returned, to be published.
 pub(crate) fn append_sentinel(files: &DataSetPaths) -> String {
+    append_sentinel_click(files, "sentinel", 60)
+}
+
+/// A sentinel click `click_id`, `after_secs` after the last checkout, appended to the clicks
+/// file and returned (see [`append_sentinel`]).
+pub(crate) fn append_sentinel_click(
+    files: &DataSetPaths,
+    click_id: &str,
+    after_secs: i64,
+) -> String {
     let last_checkout = std::fs::read_to_string(&files.checkouts)
         .expect("checkouts file")
         .lines()
@@ -128,8 +141,8 @@ pub(crate) fn append_sentinel(files: &DataSetPaths) -> String {
         .max()
         .expect("some checkouts");
     let sentinel = serde_json::json!({
-        "click_id": "sentinel", "user_id": 0, "product_id": "end-of-test",
-        "datetime_occured": last_checkout.offset(60_000_000).to_rfc3339(),
+        "click_id": click_id, "user_id": 0, "product_id": "end-of-test",
+        "datetime_occured": last_checkout.offset(after_secs * 1_000_000).to_rfc3339(),
     })
     .to_string();
     let mut clicks = std::fs::read_to_string(&files.clicks).expect("clicks file");
