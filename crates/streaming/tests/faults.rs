@@ -543,10 +543,17 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         stats.malformed
     );
     let log_text = log();
+    // Noticed by the running worker's calls or its health probe, or, when a kill fell inside
+    // the outage, by the restarted process's start-up checks, which wait for it.
     let outage_lines = |service: &str| {
         log_text
             .lines()
-            .filter(|l| l.contains(service) && l.contains("unavailable; holding messages"))
+            .filter(|l| {
+                l.contains(service)
+                    && (l.contains("unavailable; holding messages")
+                        || l.contains("health probe") && l.contains("is down")
+                        || l.contains("does not answer yet"))
+            })
             .count()
     };
     let (redis_lines, bq_lines) = (outage_lines("Redis"), outage_lines("BigQuery"));
