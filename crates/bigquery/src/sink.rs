@@ -147,6 +147,16 @@ fn local_rejection(
 }
 
 /// Splits the input into requests of at most `max_rows` rows and `max_bytes` of JSON.
+/// A row's insertId: its checkout for first click (as before several models existed), the
+/// checkout and the model otherwise (the table's key, `firstclick_model::schema::PRIMARY_KEY`).
+fn insert_id(row: &AttributedRow) -> String {
+    let id = row.checkout.checkout_id.as_text();
+    match row.model {
+        firstclick_model::AttributionModel::FirstClick => id.into_owned(),
+        model => format!("{id}:{}", model.as_str()),
+    }
+}
+
 fn batches(rows: &[AttributedRow], max_rows: usize, max_bytes: usize) -> Vec<Batch> {
     let max_rows = max_rows.max(1);
     let mut out = Vec::new();
@@ -183,7 +193,7 @@ fn batches(rows: &[AttributedRow], max_rows: usize, max_bytes: usize) -> Vec<Bat
                 }
                 bytes += size;
                 current.rows.push(TableDataInsertAllRequestRows {
-                    insert_id: Some(checkout_id),
+                    insert_id: Some(insert_id(row)),
                     json,
                 });
                 current.indexes.push(index);

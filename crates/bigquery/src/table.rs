@@ -107,7 +107,7 @@ impl fmt::Display for EnsureReport {
             PARTITION_COLUMN,
             CLUSTER_COLUMNS.join(", ")
         )?;
-        write!(f, "primary key ({PRIMARY_KEY}) NOT ENFORCED: ")?;
+        write!(f, "primary key ({}) NOT ENFORCED: ", PRIMARY_KEY.join(", "))?;
         match &self.primary_key {
             PrimaryKeyOutcome::Applied => writeln!(f, "declared")?,
             PrimaryKeyOutcome::AlreadyPresent { columns } if columns.is_empty() => {
@@ -532,8 +532,9 @@ impl BigQuery {
             Err(e) => tracing::debug!(error = %e, "cannot list table constraints; trying the DDL"),
         }
         let ddl = format!(
-            "ALTER TABLE `{}` ADD PRIMARY KEY ({PRIMARY_KEY}) NOT ENFORCED",
-            self.table_path()
+            "ALTER TABLE `{}` ADD PRIMARY KEY ({}) NOT ENFORCED",
+            self.table_path(),
+            PRIMARY_KEY.join(", ")
         );
         match self.query(&ddl).await {
             Ok(_) => Ok(PrimaryKeyOutcome::Applied),
@@ -580,7 +581,7 @@ impl BigQuery {
                 }
                 let mut notes = Vec::new();
                 if let Some(def) = &t.view {
-                    if def.query != dedup_view_sql(&self.table_path()) {
+                    if def.query != dedup_view_sql(&self.table_path(), PRIMARY_KEY) {
                         notes.push(format!(
                             "view {path} has another definition than ours; left unchanged: {}",
                             def.query
@@ -598,7 +599,7 @@ impl BigQuery {
         }
         let ddl = format!(
             "CREATE VIEW IF NOT EXISTS `{path}` AS {}",
-            dedup_view_sql(&self.table_path())
+            dedup_view_sql(&self.table_path(), PRIMARY_KEY)
         );
         self.query(&ddl).await?;
         Ok((EnsureOutcome::Created, Vec::new()))

@@ -256,7 +256,7 @@ impl Run {
                         return;
                     }
                     let rows = checkouts.into_iter().map(|f| {
-                        let click = f.click.map(|c| c.click_id.to_string());
+                        let click = f.click().map(|c| c.click_id.to_string());
                         (f.checkout.checkout_id.to_string(), click)
                     });
                     if core_is_two_phase(core) {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 
-use firstclick_model::{AttributionModel, ClickRef, EventTime, Id, UserId};
+use firstclick_model::{ClickRef, EventTime, Id, UserId};
 
 /// Number of shards of the click store and of the remembered checkout ids.
 pub const STATE_SHARDS: usize = 128;
@@ -147,30 +147,29 @@ impl ClickStore {
         Inserted::New
     }
 
-    /// The click credited by `model` for a checkout of `key` at `at`: among the clicks with
-    /// `at - lookback <= time <= at`, the smallest (first click) or largest (last click) by
-    /// `(time, click_id)`.
-    /// Clicks older than `horizon` (swept, not yet evicted) never count.
-    pub fn attribute(
+    /// The window of a checkout of `key` at `at`: the clicks with
+    /// `at - lookback <= time <= at`, sorted by `(time, click_id)` (duplicates are never
+    /// stored). Clicks older than `horizon` (swept, not yet evicted) never count.
+    pub fn window(
         &self,
         key: &ClickKey,
         at: EventTime,
         lookback_micros: i64,
-        model: AttributionModel,
         horizon: Option<EventTime>,
-    ) -> Option<ClickRef> {
-        let list = self.shards[shard_of(key)].get(key)?;
+    ) -> Vec<ClickRef> {
+        let Some(list) = self.shards[shard_of(key)].get(key) else {
+            return Vec::new();
+        };
         let from = at.offset(-lookback_micros);
         let from = horizon.map_or(from, |h| from.max(h));
-        let in_window = list
+        let mut window: Vec<ClickRef> = list
             .as_slice()
             .iter()
-            .filter(|c| c.time >= from && c.time <= at);
-        let best = match model {
-            AttributionModel::FirstClick => in_window.min_by(|a, b| order(a, b)),
-            AttributionModel::LastClick => in_window.max_by(|a, b| order(a, b)),
-        }?;
-        Some(best.clone())
+            .filter(|c| c.time >= from && c.time <= at)
+            .cloned()
+            .collect();
+        window.sort_by(order);
+        window
     }
 
     /// Drops every click older than `horizon`; returns how many were dropped.

@@ -1,7 +1,7 @@
 //! The engine's knobs and their defaults.
 
 use firstclick_model::time::MICROS_PER_SECOND;
-use firstclick_model::AttributionModel;
+use firstclick_model::ModelSet;
 
 /// How the engine attributes and when it considers a checkout final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -13,8 +13,10 @@ pub struct EngineConfig {
     /// Processing time without any click after which the watermark starts to follow processing
     /// time, in microseconds.
     pub idle_timeout_micros: i64,
-    /// Which click of the window is credited.
-    pub model: AttributionModel,
+    /// The attribution models, each giving its rows (first click alone by default).
+    pub models: ModelSet,
+    /// `time_decay`: the age at which a click's weight halves, in microseconds.
+    pub half_life_micros: i64,
 }
 
 impl Default for EngineConfig {
@@ -23,7 +25,8 @@ impl Default for EngineConfig {
             lookback_micros: 3600 * MICROS_PER_SECOND,
             out_of_orderness_micros: 15 * MICROS_PER_SECOND,
             idle_timeout_micros: 30 * MICROS_PER_SECOND,
-            model: AttributionModel::FirstClick,
+            models: ModelSet::default(),
+            half_life_micros: 7 * 24 * 3600 * MICROS_PER_SECOND,
         }
     }
 }

@@ -9,7 +9,9 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use firstclick_model::{AttributedRow, AttributionModel, Checkout, Click, ClickRef, EventTime, Id};
+use firstclick_model::{AttributedRow, Checkout, Click, ClickRef, EventTime, Id, TouchRow};
+
+use crate::credit::Attribution;
 
 use crate::clicks::{ClickKey, ClickStore, Inserted, SeenCheckouts, STATE_SHARDS};
 
@@ -47,27 +49,54 @@ pub enum CheckoutOutcome {
     Late,
 }
 
-/// A checkout that is final, with its attributed click.
+/// A checkout that is final, with what each model makes of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FinalCheckout {
     /// The checkout.
     pub checkout: Checkout,
-    /// The credited click; `None` for an organic checkout.
-    pub click: Option<ClickRef>,
-    /// The model that chose it.
-    pub model: AttributionModel,
+    /// One per model of [`EngineConfig::models`], in [`AttributionModel::ALL`] order.
+    pub attributions: Vec<Attribution>,
 }
 
 impl FinalCheckout {
-    /// The output row, once the buyer's name is known.
-    pub fn into_row(self, user_name: Option<String>, processed_at: EventTime) -> AttributedRow {
-        AttributedRow {
-            checkout: self.checkout,
-            user_name,
-            click: self.click,
-            model: self.model,
-            processed_at,
+    /// The credited click of the first model (the one click of a single-model run); `None` for
+    /// an organic checkout.
+    pub fn click(&self) -> Option<&ClickRef> {
+        self.attributions.first().and_then(|a| a.click.as_ref())
+    }
+
+    /// The output rows, once the buyer's name is known: one row per model, and for the
+    /// multi-touch models one touch row per credited click.
+    pub fn into_rows(
+        self,
+        user_name: Option<String>,
+        processed_at: EventTime,
+    ) -> (Vec<AttributedRow>, Vec<TouchRow>) {
+        let mut rows = Vec::with_capacity(self.attributions.len());
+        let mut touches = Vec::new();
+        for a in self.attributions {
+            for t in a.touches {
+                touches.push(TouchRow {
+                    checkout_id: self.checkout.checkout_id.clone(),
+                    user_id: self.checkout.user_id,
+                    product_id: self.checkout.product_id.clone(),
+                    checkout_time: self.checkout.time,
+                    click: t.click,
+                    model: a.model,
+                    credit: t.credit,
+                    credited_revenue: t.revenue,
+                    processed_at,
+                });
+            }
+            rows.push(AttributedRow {
+                checkout: self.checkout.clone(),
+                user_name: user_name.clone(),
+                click: a.click,
+                model: a.model,
+                processed_at,
+            });
         }
+        (rows, touches)
     }
 }
 
@@ -503,23 +532,28 @@ impl Engine {
             user_id: checkout.user_id,
             product_id: checkout.product_id.clone(),
         };
-        let click = self.clicks.attribute(
+        let window = self.clicks.window(
             &key,
             checkout.time,
             self.config.lookback_micros,
-            self.config.model,
             self.swept_horizon(),
         );
         self.stats.rows += 1;
-        if click.is_some() {
-            self.stats.attributed += 1;
-        } else {
+        if window.is_empty() {
             self.stats.organic += 1;
+        } else {
+            self.stats.attributed += 1;
         }
+        let attributions = crate::credit::attribute(
+            &self.config,
+            self.config.models,
+            &window,
+            checkout.time,
+            checkout.total_amount,
+        );
         FinalCheckout {
             checkout,
-            click,
-            model: self.config.model,
+            attributions,
         }
     }
 

@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - `config`: [`EngineConfig`]: lookback, allowed out-of-orderness, idle timeout, attribution
-//!   model.
+//!   models, time-decay half-life.
+//! - `credit`: the attribution models over a checkout's window ([`Attribution`], [`Touch`]).
 //! - `clicks`: [`ClickStore`], live clicks grouped by `(user, product)` ([`ClickKey`]), compact
 //!   per click, in [`STATE_SHARDS`] shards; [`SeenCheckouts`], the remembered checkout ids.
 //! - `engine`: [`Engine`] itself: watermark per stream, pending checkouts, finality, eviction,
@@ -29,12 +30,14 @@
 
 mod clicks;
 mod config;
+mod credit;
 mod engine;
 mod restore;
 mod snapshot;
 
 pub use clicks::{ClickKey, ClickStore, SeenCheckouts, STATE_SHARDS};
 pub use config::EngineConfig;
+pub use credit::{Attribution, Touch};
 pub use engine::{CheckoutOutcome, ClickOutcome, Engine, EngineStats, FinalCheckout, Progress};
 pub use restore::Restorer;
 pub use snapshot::EngineSnapshot;

@@ -5,7 +5,7 @@ use firstclick_engine::{
     CheckoutOutcome, ClickOutcome, Engine, EngineConfig, EngineStats, FinalCheckout, Progress,
     Restorer,
 };
-use firstclick_model::{AttributionModel, Checkout, Click, EventTime, Id};
+use firstclick_model::{AttributionModel, Checkout, Click, EventTime, Id, ModelSet};
 
 const S: i64 = 1_000_000;
 const HOUR: i64 = 3600 * S;
@@ -57,7 +57,7 @@ fn ids(out: &[FinalCheckout]) -> Vec<(String, Option<String>)> {
         .map(|f| {
             (
                 f.checkout.checkout_id.to_string(),
-                f.click.as_ref().map(|c| c.click_id.to_string()),
+                f.click().map(|c| c.click_id.to_string()),
             )
         })
         .collect()
@@ -123,7 +123,7 @@ fn first_click_wins_and_ties_break_on_click_id() {
 fn last_click_model_takes_the_latest_in_the_window() {
     let at = t(10_000);
     let mut e = Engine::new(EngineConfig {
-        model: AttributionModel::LastClick,
+        models: ModelSet::of(&[AttributionModel::LastClick]),
         ..EngineConfig::default()
     });
     e.on_click(click("early", 1, "p", at.offset(-60 * S)));
@@ -134,7 +134,7 @@ fn last_click_model_takes_the_latest_in_the_window() {
     let mut out = Vec::new();
     e.flush(&mut out);
     assert_eq!(ids(&out), vec![("k".into(), some("late-b"))]);
-    assert_eq!(out[0].model, AttributionModel::LastClick);
+    assert_eq!(out[0].attributions[0].model, AttributionModel::LastClick);
 }
 
 #[test]

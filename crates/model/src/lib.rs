@@ -10,8 +10,11 @@
 //! - `scan` (private): the single-pass JSON scanner behind the fast path of [`event`]; its
 //!   property tests against serde_json are `event::equivalence_tests` (test builds only).
 //! - [`error`]: [`BadMessage`], which names the field and the reason a message was refused.
-//! - [`row`]: [`AttributedRow`], one output row per checkout, and its JSON form.
-//! - [`schema`]: the output table's columns, partitioning, clustering and key.
+//! - [`row`]: [`AttributedRow`], one output row per checkout and model, its JSON form, the
+//!   models ([`AttributionModel`], [`ModelSet`]).
+//! - [`touch`]: [`TouchRow`], a click's credit under a multi-touch model, exact decimals and
+//!   the rounding rule ([`apportion`]).
+//! - [`schema`]: the output tables' columns, partitioning, clustering and keys.
 //! - [`user`]: the users file format used by replays and the file generator.
 //!
 //! Nothing here does I/O (only [`time::wall_clock`] reads the system clock); every other crate
@@ -24,12 +27,14 @@ pub mod row;
 mod scan;
 pub mod schema;
 pub mod time;
+pub mod touch;
 pub mod user;
 
 pub use error::{BadMessage, EventKind};
 pub use event::{parse_checkout, parse_click, Checkout, Click, UserId};
 pub use id::Id;
-pub use row::{AttributedRow, AttributionModel, ClickRef};
-pub use schema::{Column, ColumnMode, ColumnType, OUTPUT_COLUMNS};
+pub use row::{AttributedRow, AttributionModel, ClickRef, ModelSet};
+pub use schema::{Column, ColumnMode, ColumnType, OUTPUT_COLUMNS, TOUCH_COLUMNS};
 pub use time::EventTime;
+pub use touch::{apportion, Decimal9, TouchRow};
 pub use user::UserRecord;

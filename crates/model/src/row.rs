@@ -10,8 +10,21 @@ use crate::event::Checkout;
 use crate::id::Id;
 use crate::time::EventTime;
 
-/// How a checkout's click is chosen. First click is the default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+/// How a checkout's credit is given to the clicks in its window (docs/design.md §1). First
+/// click is the default.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AttributionModel {
     /// The earliest click in the window, by `(event time, click_id)`.
@@ -19,28 +32,144 @@ pub enum AttributionModel {
     FirstClick,
     /// The latest click in the window, by `(event time, click_id)`.
     LastClick,
+    /// Equal credit to every click in the window.
+    Linear,
+    /// Credit proportional to 2^(-(T - t) / half-life) for a click at `t` and a checkout at `T`.
+    TimeDecay,
+    /// 40 % to the first click, 40 % to the last, 20 % shared by those in between (one click:
+    /// 100 %; two: 50 % each).
+    PositionBased,
 }
 
 impl AttributionModel {
+    /// Every model, in the order rows are written.
+    pub const ALL: [AttributionModel; 5] = [
+        AttributionModel::FirstClick,
+        AttributionModel::LastClick,
+        AttributionModel::Linear,
+        AttributionModel::TimeDecay,
+        AttributionModel::PositionBased,
+    ];
+
     /// The name written to the `attribution_model` column and accepted on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             AttributionModel::FirstClick => "first_click",
             AttributionModel::LastClick => "last_click",
+            AttributionModel::Linear => "linear",
+            AttributionModel::TimeDecay => "time_decay",
+            AttributionModel::PositionBased => "position_based",
         }
+    }
+
+    /// Whether the model shares the credit among several clicks (then its touches are written
+    /// to the touches table too).
+    pub fn is_multi_touch(self) -> bool {
+        !matches!(
+            self,
+            AttributionModel::FirstClick | AttributionModel::LastClick
+        )
     }
 }
 
 impl std::str::FromStr for AttributionModel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "first_click" | "first-click" => Ok(AttributionModel::FirstClick),
-            "last_click" | "last-click" => Ok(AttributionModel::LastClick),
-            other => Err(format!(
-                "expected an attribution model (first_click or last_click), found {other:?}"
-            )),
+        let wanted = s.trim().replace('-', "_");
+        AttributionModel::ALL
+            .into_iter()
+            .find(|m| m.as_str() == wanted)
+            .ok_or_else(|| {
+                format!(
+                    "expected an attribution model (first_click, last_click, linear, time_decay \
+                     or position_based), found {s:?}"
+                )
+            })
+    }
+}
+
+/// A set of models (`--model first_click,linear`), iterated in [`AttributionModel::ALL`]
+/// order. Never empty: the default is first click alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ModelSet(u8);
+
+impl Default for ModelSet {
+    fn default() -> Self {
+        ModelSet::of(&[AttributionModel::FirstClick])
+    }
+}
+
+impl ModelSet {
+    /// The set of `models`; first click alone when `models` is empty.
+    pub fn of(models: &[AttributionModel]) -> Self {
+        let bits = models.iter().fold(0u8, |b, m| {
+            b | 1
+                << AttributionModel::ALL
+                    .iter()
+                    .position(|x| x == m)
+                    .unwrap_or(0)
+        });
+        if bits == 0 {
+            ModelSet(1)
+        } else {
+            ModelSet(bits)
         }
+    }
+
+    /// Whether `model` is in the set.
+    pub fn contains(self, model: AttributionModel) -> bool {
+        AttributionModel::ALL
+            .iter()
+            .position(|x| *x == model)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    /// The models, in [`AttributionModel::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = AttributionModel> {
+        AttributionModel::ALL
+            .into_iter()
+            .filter(move |m| self.contains(*m))
+    }
+
+    /// How many models.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Never true; for clippy's sake.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether any model shares credit among clicks.
+    pub fn any_multi_touch(self) -> bool {
+        self.iter().any(AttributionModel::is_multi_touch)
+    }
+}
+
+impl std::fmt::Display for ModelSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.iter().map(AttributionModel::as_str).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl std::str::FromStr for ModelSet {
+    type Err = String;
+    /// A comma-separated list of model names.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let models = s
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<AttributionModel>, String>>()?;
+        if models.is_empty() {
+            return Err(format!(
+                "expected at least one attribution model, found {s:?}"
+            ));
+        }
+        Ok(ModelSet::of(&models))
     }
 }
 
@@ -127,7 +256,7 @@ impl AttributedRow {
     }
 }
 
-fn json_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
     let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
     if plain {
         out.push(b'"');
@@ -139,14 +268,14 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+pub(crate) fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => json_str(out, s),
         None => out.extend_from_slice(b"null"),
     }
 }
 
-fn json_id(out: &mut Vec<u8>, id: &Id) {
+pub(crate) fn json_id(out: &mut Vec<u8>, id: &Id) {
     match id {
         Id::Uuid(_) => {
             let mut s = String::with_capacity(36);
@@ -159,7 +288,7 @@ fn json_id(out: &mut Vec<u8>, id: &Id) {
     }
 }
 
-fn json_time(out: &mut Vec<u8>, t: EventTime) {
+pub(crate) fn json_time(out: &mut Vec<u8>, t: EventTime) {
     let mut s = String::with_capacity(32);
     t.write_rfc3339(&mut s);
     out.push(b'"');

@@ -130,8 +130,60 @@ pub const OUTPUT_COLUMNS: &[Column] = &[
     ),
 ];
 
-/// The column that identifies a row; also the BigQuery insertId.
-pub const PRIMARY_KEY: &str = "checkout_id";
+/// The columns that identify a row: one per checkout and model. The BigQuery insertId is
+/// `checkout_id` for first click (as before several models existed), `checkout_id:model`
+/// otherwise.
+pub const PRIMARY_KEY: &[&str] = &["checkout_id", "attribution_model"];
+
+/// The touches table's default name (`--bq-touches-table`).
+pub const TOUCHES_TABLE: &str = "attributed_touches";
+
+/// The touches table's columns, in order: one row per (checkout, click, multi-touch model).
+pub const TOUCH_COLUMNS: &[Column] = &[
+    col("checkout_id", Str, Required, "The checkout."),
+    col("user_id", Str, Nullable, "The buyer's user id."),
+    col(
+        "product_id",
+        Str,
+        Nullable,
+        "The product bought and clicked.",
+    ),
+    col(
+        "checkout_time",
+        Timestamp,
+        Required,
+        "The checkout's event time.",
+    ),
+    col("click_id", Str, Required, "The click credited."),
+    col("click_time", Timestamp, Required, "The click's event time."),
+    col(
+        "attribution_model",
+        Str,
+        Required,
+        "linear, time_decay or position_based.",
+    ),
+    col(
+        "credit",
+        Numeric,
+        Required,
+        "The click's share of the checkout; the shares of a checkout and model sum to 1.",
+    ),
+    col(
+        "credited_revenue",
+        Numeric,
+        Nullable,
+        "The click's share of total_amount; the shares sum to total_amount.",
+    ),
+    col(
+        "processed_at",
+        Timestamp,
+        Nullable,
+        "When firstclick wrote the row.",
+    ),
+];
+
+/// The columns that identify a touch row.
+pub const TOUCH_KEY: &[&str] = &["checkout_id", "attribution_model", "click_id"];
 
 /// The column the table is partitioned on, by day.
 pub const PARTITION_COLUMN: &str = "checkout_time";
@@ -140,11 +192,12 @@ pub const PARTITION_COLUMN: &str = "checkout_time";
 pub const CLUSTER_COLUMNS: &[&str] = &["user_id"];
 
 /// The SQL of a view over `table` (fully qualified, without backticks) that keeps one row per
-/// [`PRIMARY_KEY`], the earliest written: it hides duplicates that at-least-once delivery can
-/// leave in the raw table.
-pub fn dedup_view_sql(table: &str) -> String {
+/// `key` (e.g. [`PRIMARY_KEY`]), the earliest written: it hides duplicates that at-least-once
+/// delivery can leave in the raw table.
+pub fn dedup_view_sql(table: &str, key: &[&str]) -> String {
     format!(
-        "SELECT * EXCEPT (row_number) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {PRIMARY_KEY} \
-         ORDER BY processed_at) AS row_number FROM `{table}`) WHERE row_number = 1"
+        "SELECT * EXCEPT (row_number) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {} \
+         ORDER BY processed_at) AS row_number FROM `{table}`) WHERE row_number = 1",
+        key.join(", ")
     )
 }

@@ -20,6 +20,7 @@ pub struct Pipeline<S: RowSink> {
     users: UserNames,
     sink: S,
     late: Option<NdjsonWriter>,
+    touches: Option<NdjsonWriter>,
     finals: Vec<FinalCheckout>,
     summary: Summary,
     started: Instant,
@@ -33,6 +34,7 @@ impl<S: RowSink> Pipeline<S> {
             users,
             sink,
             late: None,
+            touches: None,
             finals: Vec::with_capacity(1024),
             summary: Summary::default(),
             started: Instant::now(),
@@ -42,6 +44,12 @@ impl<S: RowSink> Pipeline<S> {
     /// Also writes every late click to `late`.
     pub fn with_late_output(mut self, late: NdjsonWriter) -> Self {
         self.late = Some(late);
+        self
+    }
+
+    /// Also writes the touch rows of multi-touch models to `touches` (dropped without it).
+    pub fn with_touches_output(mut self, touches: NdjsonWriter) -> Self {
+        self.touches = Some(touches);
         self
     }
 
@@ -96,8 +104,17 @@ impl<S: RowSink> Pipeline<S> {
             if name.is_none() {
                 self.summary.unknown_users += 1;
             }
-            let row = f.into_row(name, now);
-            self.sink.write_row(row)?;
+            let (rows, touches) = f.into_rows(name, now);
+            self.summary.rows += rows.len() as u64;
+            self.summary.touches += touches.len() as u64;
+            for row in rows {
+                self.sink.write_row(row)?;
+            }
+            if let Some(out) = self.touches.as_mut() {
+                for t in &touches {
+                    out.write_touch(t)?;
+                }
+            }
         }
         Ok(())
     }
@@ -111,11 +128,13 @@ impl<S: RowSink> Pipeline<S> {
         if let Some(late) = self.late.as_mut() {
             late.flush()?;
         }
+        if let Some(touches) = self.touches.as_mut() {
+            touches.flush()?;
+        }
         let s = self.engine.stats();
         let mut summary = self.summary;
         summary.clicks = s.clicks;
         summary.checkouts = s.checkouts;
-        summary.rows = s.rows;
         summary.attributed = s.attributed;
         summary.unattributed = s.organic;
         summary.late_clicks = s.late_clicks;

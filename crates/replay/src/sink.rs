@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use firstclick_model::{AttributedRow, Click};
+use firstclick_model::{AttributedRow, Click, TouchRow};
 
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,17 @@ impl NdjsonWriter {
         self.line.clear();
         serde_json::to_writer(&mut self.line, value)
             .map_err(|e| self.err(std::io::Error::other(e)))?;
+        self.line.push(b'\n');
+        let line = std::mem::take(&mut self.line);
+        let r = self.out.write_all(&line).map_err(|e| self.err(e));
+        self.line = line;
+        r
+    }
+
+    /// Writes one touch row as a line of JSON.
+    pub fn write_touch(&mut self, touch: &TouchRow) -> Result<(), FileSinkError> {
+        self.line.clear();
+        touch.write_json(&mut self.line);
         self.line.push(b'\n');
         let line = std::mem::take(&mut self.line);
         let r = self.out.write_all(&line).map_err(|e| self.err(e));

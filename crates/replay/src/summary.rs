@@ -14,6 +14,8 @@ pub struct Summary {
     pub checkouts: u64,
     /// Rows written (one per distinct checkout id).
     pub rows: u64,
+    /// Touch rows of multi-touch models (one per credited click and model).
+    pub touches: u64,
     /// Rows with a click.
     pub attributed: u64,
     /// Rows without a click.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use firstclick_engine::EngineConfig;
-use firstclick_model::AttributionModel;
+use firstclick_model::ModelSet;
 
 /// firstclick streaming: first-click attribution of checkouts, in real time.
 ///
@@ -138,13 +138,58 @@ pub(crate) struct EngineArgs {
     )]
     pub(crate) idle_timeout_secs: u64,
 
-    /// Attribution model: first_click (default) or last_click.
+    /// Attribution models, comma-separated: first_click (default), last_click, linear,
+    /// time_decay, position_based. One row per checkout and model; the multi-touch ones
+    /// (linear, time_decay, position_based) also write each click's credit to the touches
+    /// output.
     #[arg(
-        long = "attribution-model",
+        long = "model",
+        visible_alias = "attribution-model",
         env = "ATTRIBUTION_MODEL",
         default_value = "first_click"
     )]
-    pub(crate) model: AttributionModel,
+    pub(crate) models: ModelSet,
+
+    /// time_decay: the age at which a click's weight halves, e.g. 7d, 12h, 30m, 90s (a bare
+    /// number is seconds).
+    #[arg(
+        long = "half-life",
+        env = "HALF_LIFE",
+        default_value = "7d",
+        value_parser = parse_duration_micros
+    )]
+    pub(crate) half_life_micros: i64,
+}
+
+/// `7d`, `12h`, `30m`, `90s` or a bare number of seconds, as microseconds (more than zero).
+fn parse_duration_micros(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let (number, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let secs_per: f64 = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => {
+            return Err(format!(
+                "expected a duration such as 7d, 12h, 30m or 90s, found {s:?}"
+            ))
+        }
+    };
+    let n: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a duration such as 7d, 12h, 30m or 90s, found {s:?}"))?;
+    let micros = n * secs_per * 1e6;
+    if !(micros >= 1.0 && micros < 1e17) {
+        return Err(format!(
+            "expected a positive duration of at most a few thousand years, found {s:?}"
+        ));
+    }
+    Ok(micros as i64)
 }
 
 impl EngineArgs {
@@ -156,7 +201,8 @@ impl EngineArgs {
             lookback_micros: secs(self.lookback_secs),
             out_of_orderness_micros: secs(self.out_of_orderness_secs),
             idle_timeout_micros: secs(self.idle_timeout_secs),
-            model: self.model,
+            models: self.models,
+            half_life_micros: self.half_life_micros,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::ValueEnum;
 use firstclick_bigquery::{BigQuery, CommitOutcome, EpochWriter, RefusedRow};
-use firstclick_model::AttributedRow;
+use firstclick_model::{AttributedRow, TouchRow};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -82,7 +82,9 @@ impl RowSink {
         &mut self,
         epoch: u64,
         rows: Vec<AttributedRow>,
+        touches: Vec<TouchRow>,
     ) -> anyhow::Result<Vec<RefusedRow>> {
+        let _pending_touches_table = touches;
         let attempted = rows.len();
         let attributed = rows.iter().filter(|r| r.click.is_some()).count();
         let refused = match &mut self.path {

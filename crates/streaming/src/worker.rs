@@ -21,7 +21,7 @@ use bytes::Bytes;
 use firstclick_delivery::{Command, Delivery, DeliveryConfig};
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, FinalCheckout};
 use firstclick_model::time::wall_clock;
-use firstclick_model::{AttributedRow, EventTime, Id, UserId};
+use firstclick_model::{AttributedRow, EventTime, Id, TouchRow, UserId};
 use firstclick_pubsub::{AckHandle, OutgoingMessage, Publisher};
 use firstclick_redis::{CheckpointStore, UserDirectory};
 use tokio::sync::mpsc;
@@ -379,18 +379,19 @@ impl Worker {
         .await
         .context("cannot look up user names")?;
         let now = wall_clock();
-        let rows: Vec<AttributedRow> = finals
-            .into_iter()
-            .map(|f| {
-                let name = names.get(&f.checkout.user_id).cloned().flatten();
-                f.into_row(name, now)
-            })
-            .collect();
+        let mut rows: Vec<AttributedRow> = Vec::with_capacity(finals.len());
+        let mut touches: Vec<TouchRow> = Vec::new();
+        for f in finals {
+            let name = names.get(&f.checkout.user_id).cloned().flatten();
+            let (r, t) = f.into_rows(name, now);
+            rows.extend(r);
+            touches.extend(t);
+        }
         let times: Vec<i64> = rows
             .iter()
             .filter_map(|r| self.published.remove(&r.checkout.checkout_id))
             .collect();
-        for refused in self.io.sink.write(epoch, rows).await? {
+        for refused in self.io.sink.write(epoch, rows, touches).await? {
             self.dead_letter_row(&refused.row, &refused.reason).await?;
         }
         if self.core.config().two_phase_rows {
