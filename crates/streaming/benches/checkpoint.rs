@@ -527,7 +527,7 @@ fn final_rows(engine: &mut Engine) -> Vec<(String, Option<String>)> {
         .map(|f| {
             (
                 f.checkout.checkout_id.to_string(),
-                f.click.map(|c| c.click_id.to_string()),
+                f.click().map(|c| c.click_id.to_string()),
             )
         })
         .collect();
