@@ -225,6 +225,10 @@ pub(crate) struct ReplayArgs {
     /// Where late clicks go (optional).
     #[arg(long)]
     pub(crate) late: Option<PathBuf>,
+    /// Where the multi-touch models' credits go, one row per checkout, click and model
+    /// (optional; the `attributed_touches` table's rows).
+    #[arg(long)]
+    pub(crate) touches: Option<PathBuf>,
     /// Where refused lines go, with their reasons (optional; always reported on stderr).
     #[arg(long = "dead-letter")]
     pub(crate) dead_letter: Option<PathBuf>,
