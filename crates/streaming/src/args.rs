@@ -184,7 +184,7 @@ fn parse_duration_micros(s: &str) -> Result<i64, String> {
         .parse()
         .map_err(|_| format!("expected a duration such as 7d, 12h, 30m or 90s, found {s:?}"))?;
     let micros = n * secs_per * 1e6;
-    if !(micros >= 1.0 && micros < 1e17) {
+    if !(1.0..1e17).contains(&micros) {
         return Err(format!(
             "expected a positive duration of at most a few thousand years, found {s:?}"
         ));
