@@ -271,4 +271,17 @@ mod tests {
     fn command_line_is_consistent() {
         StreamingCli::command().debug_assert();
     }
+
+    #[test]
+    fn half_lives_take_units() {
+        let s = 1_000_000;
+        assert_eq!(super::parse_duration_micros("7d"), Ok(7 * 86_400 * s));
+        assert_eq!(super::parse_duration_micros("30m"), Ok(1_800 * s));
+        assert_eq!(super::parse_duration_micros("1.5h"), Ok(5_400 * s));
+        assert_eq!(super::parse_duration_micros("90"), Ok(90 * s));
+        assert!(super::parse_duration_micros("0s").is_err());
+        assert!(super::parse_duration_micros("-3m").is_err());
+        assert!(super::parse_duration_micros("soon").is_err());
+        assert!(super::parse_duration_micros("3w").is_err());
+    }
 }
