@@ -30,6 +30,8 @@ pub struct ReplayOptions {
     pub out: PathBuf,
     /// Late clicks NDJSON (optional).
     pub late: Option<PathBuf>,
+    /// Touch rows of the multi-touch models, NDJSON (optional).
+    pub touches: Option<PathBuf>,
     /// Refused lines NDJSON with their reasons (optional; they are always reported on stderr).
     pub dead_letter: Option<PathBuf>,
     /// Engine settings.
@@ -72,6 +74,9 @@ pub fn replay_observed<O: RowObserver>(
     let mut pipeline = Pipeline::new(opts.engine, users, rows).with_observer(observer);
     if let Some(late) = &opts.late {
         pipeline = pipeline.with_late_output(NdjsonWriter::create(late)?);
+    }
+    if let Some(touches) = &opts.touches {
+        pipeline = pipeline.with_touches_output(NdjsonWriter::create(touches)?);
     }
     let mut dead = match &opts.dead_letter {
         Some(p) => Some(NdjsonWriter::create(p)?),

@@ -12,7 +12,7 @@ pub struct Summary {
     pub clicks: u64,
     /// Valid checkouts (duplicates included).
     pub checkouts: u64,
-    /// Rows written (one per distinct checkout id).
+    /// Rows written (one per distinct checkout id and model).
     pub rows: u64,
     /// Touch rows of multi-touch models (one per credited click and model).
     pub touches: u64,
@@ -62,6 +62,9 @@ impl fmt::Display for Summary {
         writeln!(f, "  clicks            {:>12}", self.clicks)?;
         writeln!(f, "  checkouts         {:>12}", self.checkouts)?;
         writeln!(f, "  rows written      {:>12}", self.rows)?;
+        if self.touches > 0 {
+            writeln!(f, "  touch rows        {:>12}", self.touches)?;
+        }
         writeln!(f, "    attributed      {:>12}", self.attributed)?;
         writeln!(f, "    unattributed    {:>12}", self.unattributed)?;
         writeln!(f, "  late clicks       {:>12}", self.late_clicks)?;

@@ -184,7 +184,7 @@ fn parse_duration_micros(s: &str) -> Result<i64, String> {
         .parse()
         .map_err(|_| format!("expected a duration such as 7d, 12h, 30m or 90s, found {s:?}"))?;
     let micros = n * secs_per * 1e6;
-    if !(micros >= 1.0 && micros < 1e17) {
+    if !(1.0..1e17).contains(&micros) {
         return Err(format!(
             "expected a positive duration of at most a few thousand years, found {s:?}"
         ));
@@ -225,6 +225,10 @@ pub(crate) struct ReplayArgs {
     /// Where late clicks go (optional).
     #[arg(long)]
     pub(crate) late: Option<PathBuf>,
+    /// Where the multi-touch models' credits go, one row per checkout, click and model
+    /// (optional; the `attributed_touches` table's rows).
+    #[arg(long)]
+    pub(crate) touches: Option<PathBuf>,
     /// Where refused lines go, with their reasons (optional; always reported on stderr).
     #[arg(long = "dead-letter")]
     pub(crate) dead_letter: Option<PathBuf>,
@@ -269,5 +273,18 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         StreamingCli::command().debug_assert();
+    }
+
+    #[test]
+    fn half_lives_take_units() {
+        let s = 1_000_000;
+        assert_eq!(super::parse_duration_micros("7d"), Ok(7 * 86_400 * s));
+        assert_eq!(super::parse_duration_micros("30m"), Ok(1_800 * s));
+        assert_eq!(super::parse_duration_micros("1.5h"), Ok(5_400 * s));
+        assert_eq!(super::parse_duration_micros("90"), Ok(90 * s));
+        assert!(super::parse_duration_micros("0s").is_err());
+        assert!(super::parse_duration_micros("-3m").is_err());
+        assert!(super::parse_duration_micros("soon").is_err());
+        assert!(super::parse_duration_micros("3w").is_err());
     }
 }

@@ -207,3 +207,150 @@ fn replay_reports_a_missing_file_clearly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/c.ndjson"), "{stderr}");
 }
+
+/// A decimal text (`"12.5"`, `"0.333333334"`) or JSON number as exact billionths.
+fn billionths(v: &Value) -> i64 {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => format!("{:.9}", n.as_f64().expect("a number")),
+        other => panic!("not a decimal: {other}"),
+    };
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(d) => (-1, d.to_string()),
+        None => (1, text.clone()),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((&digits, ""));
+    let frac = format!("{frac:0<9}");
+    sign * (whole.parse::<i64>().expect("digits") * 1_000_000_000
+        + frac[..9].parse::<i64>().expect("digits"))
+}
+
+fn replay_with(dir: &Path, models: &str, out: &Path, touches: Option<&Path>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streaming"));
+    cmd.arg("replay")
+        .args(["--clicks", &dir.join("clicks.ndjson").to_string_lossy()])
+        .args([
+            "--checkouts",
+            &dir.join("checkouts.ndjson").to_string_lossy(),
+        ])
+        .args(["--users", &dir.join("users.ndjson").to_string_lossy()])
+        .args(["--out", &out.to_string_lossy()])
+        .args(["--model", models, "--half-life", "20m"]);
+    if let Some(t) = touches {
+        cmd.args(["--touches", &t.to_string_lossy()]);
+    }
+    let output = cmd.output().expect("streaming replay runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn every_model_at_once_keeps_first_click_and_credits_sum_exactly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = GeneratorConfig {
+        clicks: Some(8_000),
+        seed: 3,
+        users: 20,
+        disorder_secs: 10.0,
+        duplicate_rate: 0.03,
+        repeat_probability: 0.7,
+        organic_rate: 0.05,
+        event_rate: 5.0,
+        ..GeneratorConfig::default()
+    };
+    write_data_set(
+        Generator::new(config),
+        &DataSetPaths::in_dir(dir.path()),
+        |_| {},
+    )
+    .expect("data set written");
+    let alone = dir.path().join("alone.ndjson");
+    replay_with(dir.path(), "first_click", &alone, None);
+    let all = dir.path().join("all.ndjson");
+    let touches = dir.path().join("touches.ndjson");
+    replay_with(
+        dir.path(),
+        "first_click,last_click,linear,time_decay,position_based",
+        &all,
+        Some(&touches),
+    );
+
+    // One row per checkout and model; the first-click rows are first click alone's.
+    let strip = |mut v: Value| {
+        v.as_object_mut().expect("row").remove("processed_at");
+        v
+    };
+    let first_alone: BTreeMap<String, Value> = lines(&alone)
+        .into_iter()
+        .map(|r| (r["checkout_id"].as_str().expect("id").to_string(), strip(r)))
+        .collect();
+    let mut by_model: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for r in lines(&all) {
+        let key = (
+            r["checkout_id"].as_str().expect("id").to_string(),
+            r["attribution_model"].as_str().expect("model").to_string(),
+        );
+        assert!(
+            by_model.insert(key.clone(), strip(r)).is_none(),
+            "two rows for {key:?}"
+        );
+    }
+    assert_eq!(by_model.len(), first_alone.len() * 5);
+    for (id, row) in &first_alone {
+        assert_eq!(
+            by_model.get(&(id.clone(), "first_click".into())),
+            Some(row),
+            "{id}"
+        );
+    }
+
+    // The touches: for each checkout and multi-touch model, credits sum to exactly 1 and
+    // credited revenue to exactly total_amount; each row's click is in its touches.
+    let mut credit: BTreeMap<(String, String), (i64, i64, usize)> = BTreeMap::new();
+    let mut clicks_of: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for t in lines(&touches) {
+        let key = (
+            t["checkout_id"].as_str().expect("id").to_string(),
+            t["attribution_model"].as_str().expect("model").to_string(),
+        );
+        let e = credit.entry(key.clone()).or_default();
+        e.0 += billionths(&t["credit"]);
+        if !t["credited_revenue"].is_null() {
+            e.1 += billionths(&t["credited_revenue"]);
+        }
+        e.2 += 1;
+        clicks_of
+            .entry(key)
+            .or_default()
+            .push(t["click_id"].as_str().expect("click").to_string());
+    }
+    let mut several = 0;
+    for ((id, model), (sum, revenue, n)) in &credit {
+        assert_eq!(*sum, 1_000_000_000, "credits of {id} under {model}");
+        let row = &by_model[&(id.clone(), model.clone())];
+        if !row["total_amount"].is_null() {
+            assert_eq!(
+                *revenue,
+                billionths(&row["total_amount"]),
+                "revenue of {id} under {model}"
+            );
+        }
+        let credited = row["click_id"]
+            .as_str()
+            .expect("a multi-touch row with touches has a click");
+        assert!(clicks_of[&(id.clone(), model.clone())]
+            .iter()
+            .any(|c| c == credited));
+        several += usize::from(*n > 1);
+    }
+    // Every attributed checkout has touches under each multi-touch model, organic ones none.
+    let attributed = first_alone
+        .values()
+        .filter(|r| !r["click_id"].is_null())
+        .count();
+    assert_eq!(credit.len(), attributed * 3);
+    assert!(several > 100, "windows with several clicks: {several}");
+}
