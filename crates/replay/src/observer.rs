@@ -108,6 +108,12 @@ mod tests {
         assert_eq!(a, summary.attributed);
         assert!(o > 0);
         assert_eq!(report.touches(AttributionModel::Linear), summary.touches);
+        // Rows per bucket (first click) and credits per bucket (linear) both add up to the
+        // attributed checkouts.
+        for m in [AttributionModel::FirstClick, AttributionModel::Linear] {
+            let total: f64 = report.delay_histogram(m).iter().sum();
+            assert!((total - a as f64).abs() < 1e-6, "{m:?}: {total} vs {a}");
+        }
         // Both models credit the attributed checkouts' whole revenue (up to the exact
         // splitting, which sums back to the amounts).
         assert_eq!(

@@ -1,7 +1,9 @@
 //! [`Report`]: what the report keeps of the rows and touches it observes.
 //!
 //! Only aggregates, per model: row counts (attributed and organic), a histogram of the seconds
-//! from the credited click to the checkout over the fixed [`DELAY_BUCKETS`], revenue as exact
+//! from the credited clicks to the checkout over the fixed [`DELAY_BUCKETS`] (single-touch: the
+//! row's click, one per checkout; multi-touch: every touch weighted by its credit, which sums to
+//! one per checkout, so every model's histogram adds up to its attributed checkouts), revenue as exact
 //! sums of billionths ([`Decimal9`] units in an `i128`, so no sum overflows or rounds), and a
 //! bounded table of heavy products (`topn`). Memory is the same after ten rows and after a
 //! billion.
@@ -41,6 +43,7 @@ pub const TOP_N: usize = 10;
 pub const TOP_CAPACITY: usize = 1000;
 
 const MICROS: i64 = 1_000_000;
+const ONE: i64 = 1_000_000_000;
 
 #[derive(Clone, Debug)]
 pub(crate) struct ModelStats {
@@ -53,7 +56,9 @@ pub(crate) struct ModelStats {
     pub(crate) organic_revenue: i128,
     pub(crate) touches: u64,
     pub(crate) touch_revenue: i128,
-    pub(crate) delays: [u64; DELAY_BUCKETS.len()],
+    /// Single-touch: attributed rows per bucket, in billionths (one row is 10^9).
+    /// Multi-touch: the touches' credits per bucket, in billionths.
+    pub(crate) delays: [i128; DELAY_BUCKETS.len()],
     pub(crate) top: TopTable,
 }
 
@@ -118,9 +123,9 @@ impl Report {
             Some(click) => {
                 m.attributed += 1;
                 m.attributed_revenue += amount;
-                let delay = row.checkout.time.as_micros() - click.time.as_micros();
-                m.delays[bucket_of(delay)] += 1;
                 if !multi {
+                    let delay = row.checkout.time.as_micros() - click.time.as_micros();
+                    m.delays[bucket_of(delay)] += i128::from(ONE);
                     m.top.add(&row.checkout.product_id, amount);
                 }
             }
@@ -135,6 +140,8 @@ impl Report {
     pub fn observe_touch(&mut self, touch: &TouchRow) {
         let m = &mut self.models[index(touch.model)];
         m.touches += 1;
+        let delay = touch.checkout_time.as_micros() - touch.click.time.as_micros();
+        m.delays[bucket_of(delay)] += i128::from(touch.credit.0);
         if let Some(r) = touch.credited_revenue {
             m.touch_revenue += i128::from(r.0);
             m.top.add(&touch.product_id, i128::from(r.0));
@@ -185,11 +192,13 @@ impl Report {
         self.stats(model).touches
     }
 
-    /// The histogram of `model`'s attributed rows over [`DELAY_BUCKETS`]: seconds from the
-    /// credited click (for a multi-touch model the row's click, the one with the largest
-    /// credit) to the checkout.
-    pub fn delay_histogram(&self, model: AttributionModel) -> [u64; DELAY_BUCKETS.len()] {
-        self.stats(model).delays
+    /// The histogram of `model`'s attributed checkouts over [`DELAY_BUCKETS`], by the seconds
+    /// from the credited click to the checkout: for a single-touch model the number of rows,
+    /// for a multi-touch model the sum of its touches' credits (a checkout whose two clicks
+    /// share the credit counts half in each click's bucket). Either way the buckets add up to
+    /// the model's attributed checkouts.
+    pub fn delay_histogram(&self, model: AttributionModel) -> [f64; DELAY_BUCKETS.len()] {
+        self.stats(model).delays.map(|d| d as f64 / ONE as f64)
     }
 
     /// Up to `n` products of `model` with the most credited revenue, largest first: product
@@ -300,9 +309,9 @@ pub(crate) mod tests {
         assert_eq!(r.credited_revenue(FirstClick), 12_600_000_000);
         assert_eq!(r.credited_revenue(LastClick), 12_500_000_000);
         let h = r.delay_histogram(FirstClick);
-        assert_eq!((h[0], h[2], h[10]), (1, 1, 1));
-        assert_eq!(h.iter().sum::<u64>(), 3);
-        assert_eq!(r.delay_histogram(LastClick)[9], 1);
+        assert_eq!((h[0], h[2], h[10]), (1.0, 1.0, 1.0));
+        assert_eq!(h.iter().sum::<f64>(), 3.0);
+        assert_eq!(r.delay_histogram(LastClick)[9], 1.0);
         let top = r.top_products(FirstClick, 10);
         // p2's only attributed row has no amount; organic rows credit nothing.
         assert_eq!(top[0], (Id::new("p1"), 12_600_000_000, 0));
@@ -327,10 +336,12 @@ pub(crate) mod tests {
         assert_eq!(r.attributed_and_organic(TimeDecay), (0, 0));
         let top = r.top_products(Linear, 10);
         assert_eq!(top, vec![(Id::new("p1"), 10 * G, 0)]);
-        assert_eq!(r.delay_histogram(Linear)[2], 1);
+        // The touches' delays (9 s each), weighted by their credit (0.5 each in `touch`); the
+        // row's own click (60 s) does not count for a multi-touch model.
+        let h = r.delay_histogram(Linear);
+        assert_eq!(h[0], 2.0);
+        assert_eq!(h.iter().sum::<f64>(), 2.0);
     }
-
-    const ONE: i64 = 1_000_000_000;
 
     #[test]
     fn memory_does_not_grow_with_the_rows() {

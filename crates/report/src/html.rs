@@ -179,11 +179,13 @@ impl Report {
     fn delay_section(&self, out: &mut String, models: &[AttributionModel]) {
         out.push_str(
             "<section id=\"delays\"><h2>Time from click to checkout</h2><p class=\"note\">\
-             Attributed checkouts by the time from the credited click to the checkout (for a \
-             multi-touch model the click with the largest credit); buckets include their \
-             upper bound.</p>",
+             Attributed checkouts by the time from the credited click to the checkout. A \
+             multi-touch model counts every click of the window with its share of the credit \
+             (two clicks at 50 % add half a checkout to each one's bucket), so every model's \
+             bars add up to the same attributed checkouts. Buckets include their upper \
+             bound.</p>",
         );
-        let hists: Vec<[u64; DELAY_BUCKETS.len()]> =
+        let hists: Vec<[f64; DELAY_BUCKETS.len()]> =
             models.iter().map(|m| self.delay_histogram(*m)).collect();
         let fmt = |v: f64| count(v.max(0.0).round() as u64);
         let chart = Columns {
@@ -195,7 +197,7 @@ impl Report {
                 .map(|m| (m.as_str().to_string(), color(*m)))
                 .collect(),
             values: (0..DELAY_BUCKETS.len())
-                .map(|b| hists.iter().map(|h| h[b] as f64).collect())
+                .map(|b| hists.iter().map(|h| h[b]).collect())
                 .collect(),
             format: &fmt,
             value_labels: models.len() == 1,
@@ -210,8 +212,8 @@ impl Report {
             "<section id=\"revenue\"><h2>Credited revenue by model</h2><p class=\"note\">\
              First and last click credit a checkout's whole amount to one click; linear, time \
              decay and position based split it among the clicks of the window (the touch \
-             rows' credited revenue). Totals agree up to checkouts without an amount; the \
-             models differ in which clicks and products get the credit.</p>",
+             rows' credited revenue). Every model credits each attributed checkout in full, so \
+             the totals agree; they differ in which clicks get the credit.</p>",
         );
         let fmt = |v: f64| money((v * 1e9) as i128);
         let chart = Columns {
@@ -254,7 +256,10 @@ impl Report {
         let _ = write!(
             out,
             "<section id=\"top-products\"><h2>Top products per model</h2><p class=\"note\">\
-             The {TOP_N} products with the most credited revenue under each model.</p>"
+             The {TOP_N} products with the most credited revenue under each model. A click \
+             counts only for a checkout of its own product, so every model credits a \
+             checkout's revenue to the same product: the lists agree, and the models differ in \
+             which clicks (and when) get the credit, as the histogram above shows.</p>"
         );
         for m in models {
             let top = self.top_products(*m, TOP_N);
