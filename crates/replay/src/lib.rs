@@ -10,14 +10,17 @@
 //!   enriched with user names out to a [`RowSink`], late clicks and bad lines accounted for.
 //! - `sink`: [`RowSink`] and its implementations ([`NdjsonWriter`], [`CountingSink`]), NDJSON
 //!   writers for late clicks and dead letters, [`FileSinkError`].
+//! - `observer`: [`RowObserver`], what sees every row and touch (the HTML report of
+//!   `firstclick_report`, which it implements), and [`NoObserver`].
 //! - `users`: loading the users file into [`UserNames`] ([`UsersError`]).
 //! - `summary`: [`Summary`], the counters printed at the end of a run.
 //! - `replay`: [`replay()`], the whole replay wired together ([`ReplayOptions`],
-//!   [`ReplayError`]).
+//!   [`ReplayError`]); [`replay_observed`] with an observer.
 //!
 //! The modules are private; the items above are re-exported here.
 
 mod merge;
+mod observer;
 mod pipeline;
 mod replay;
 mod sink;
@@ -25,8 +28,9 @@ mod source;
 mod summary;
 mod users;
 
+pub use observer::{NoObserver, RowObserver};
 pub use pipeline::Pipeline;
-pub use replay::{replay, ReplayError, ReplayOptions};
+pub use replay::{replay, replay_observed, ReplayError, ReplayOptions};
 pub use sink::{CountingSink, FileSinkError, NdjsonWriter, RowSink};
 pub use source::SourceError;
 pub use summary::Summary;

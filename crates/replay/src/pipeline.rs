@@ -2,20 +2,22 @@
 //!
 //! Events go in one at a time; after each, the checkouts the watermark made final are turned into
 //! rows (the user's name looked up in memory, `processed_at` stamped) and written to the
-//! [`RowSink`]. Late clicks go to an optional late output. Used by the file replay and the
-//! embedded demo; the streaming service has its own asynchronous shell around the same engine.
+//! [`RowSink`]. Late clicks go to an optional late output; an optional [`RowObserver`] sees every
+//! row and touch (the HTML report). Used by the file replay and the embedded demo; the streaming
+//! service has its own asynchronous shell around the same engine.
 
 use std::time::Instant;
 
 use firstclick_engine::{CheckoutOutcome, ClickOutcome, Engine, EngineConfig, FinalCheckout};
 use firstclick_model::{Checkout, Click};
 
+use crate::observer::{NoObserver, RowObserver};
 use crate::sink::{FileSinkError, LateClickRecord, NdjsonWriter, RowSink};
 use crate::summary::Summary;
 use crate::users::UserNames;
 
 /// The synchronous pipeline; see the module documentation.
-pub struct Pipeline<S: RowSink> {
+pub struct Pipeline<S: RowSink, O: RowObserver = NoObserver> {
     engine: Engine,
     users: UserNames,
     sink: S,
@@ -24,6 +26,7 @@ pub struct Pipeline<S: RowSink> {
     finals: Vec<FinalCheckout>,
     summary: Summary,
     started: Instant,
+    observer: O,
 }
 
 impl<S: RowSink> Pipeline<S> {
@@ -38,9 +41,28 @@ impl<S: RowSink> Pipeline<S> {
             finals: Vec::with_capacity(1024),
             summary: Summary::default(),
             started: Instant::now(),
+            observer: NoObserver,
         }
     }
 
+    /// Also shows every row and touch to `observer` (pass `&mut report` to read it after
+    /// [`Pipeline::finish`]).
+    pub fn with_observer<O: RowObserver>(self, observer: O) -> Pipeline<S, O> {
+        Pipeline {
+            engine: self.engine,
+            users: self.users,
+            sink: self.sink,
+            late: self.late,
+            touches: self.touches,
+            finals: self.finals,
+            summary: self.summary,
+            started: self.started,
+            observer,
+        }
+    }
+}
+
+impl<S: RowSink, O: RowObserver> Pipeline<S, O> {
     /// Also writes every late click to `late`.
     pub fn with_late_output(mut self, late: NdjsonWriter) -> Self {
         self.late = Some(late);
@@ -108,8 +130,10 @@ impl<S: RowSink> Pipeline<S> {
             self.summary.rows += rows.len() as u64;
             self.summary.touches += touches.len() as u64;
             for row in rows {
+                self.observer.observe_row(&row);
                 self.sink.write_row(row)?;
             }
+            touches.iter().for_each(|t| self.observer.observe_touch(t));
             if let Some(out) = self.touches.as_mut() {
                 for t in &touches {
                     out.write_touch(t)?;

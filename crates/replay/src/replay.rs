@@ -10,6 +10,7 @@ use firstclick_engine::EngineConfig;
 use firstclick_model::EventKind;
 
 use crate::merge::Merge;
+use crate::observer::{NoObserver, RowObserver};
 use crate::pipeline::Pipeline;
 use crate::sink::{BackgroundWriter, DeadLetterRecord, FileSinkError, NdjsonWriter};
 use crate::source::{FileSource, Item, SourceError};
@@ -55,6 +56,14 @@ pub enum ReplayError {
 
 /// Runs a replay; see the module documentation.
 pub fn replay(opts: &ReplayOptions) -> Result<Summary, ReplayError> {
+    replay_observed(opts, NoObserver)
+}
+
+/// [`replay()`], showing every row and touch to `observer` as well (pass `&mut report`).
+pub fn replay_observed<O: RowObserver>(
+    opts: &ReplayOptions,
+    observer: O,
+) -> Result<Summary, ReplayError> {
     let users: UserNames = match &opts.users {
         Some(p) => load_users(p)?,
         None => UserNames::new(),
@@ -62,7 +71,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, ReplayError> {
     let clicks = FileSource::open(&opts.clicks, EventKind::Click)?;
     let checkouts = FileSource::open(&opts.checkouts, EventKind::Checkout)?;
     let rows = BackgroundWriter::spawn(NdjsonWriter::create(&opts.out)?)?;
-    let mut pipeline = Pipeline::new(opts.engine, users, rows);
+    let mut pipeline = Pipeline::new(opts.engine, users, rows).with_observer(observer);
     if let Some(late) = &opts.late {
         pipeline = pipeline.with_late_output(NdjsonWriter::create(late)?);
     }

@@ -235,6 +235,9 @@ pub(crate) struct ReplayArgs {
     /// Print the summary as JSON instead of text.
     #[arg(long = "summary-json")]
     pub(crate) summary_json: bool,
+    /// Also write an HTML report of the rows (one self-contained file, charts in inline SVG).
+    #[arg(long, env = "REPLAY_REPORT")]
+    pub(crate) report: Option<PathBuf>,
     /// Attribution settings.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,

@@ -1,6 +1,7 @@
 //! The embedded demo: the data generator feeds the engine directly, rows go to an NDJSON file.
 //! Every message still goes through the real parser, so the demo shows bad messages, duplicates,
-//! disorder and unknown users being handled as in production.
+//! disorder and unknown users being handled as in production. The HTML report of the rows goes
+//! next to them (`demo-report.html`).
 
 use std::collections::HashMap;
 
@@ -8,6 +9,7 @@ use anyhow::Context;
 use firstclick_datagen::{Generator, GeneratorConfig};
 use firstclick_model::{parse_checkout, parse_click, EventKind};
 use firstclick_replay::{NdjsonWriter, Pipeline};
+use firstclick_report::{RenderInfo, Report};
 
 use crate::args::DemoArgs;
 
@@ -36,7 +38,8 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
     }
     let sink = NdjsonWriter::create(&args.out)?;
-    let mut pipeline = Pipeline::new(engine, users, sink);
+    let mut report = Report::new();
+    let mut pipeline = Pipeline::new(engine, users, sink).with_observer(&mut report);
     let mut bad_shown = 0;
     for event in generator {
         let parsed = match event.kind {
@@ -59,5 +62,16 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (summary, _) = pipeline.finish()?;
     println!("{summary}");
     println!("rows written to {}", args.out.display());
+    let report_path = args.out.with_file_name("demo-report.html");
+    let info = RenderInfo {
+        title: "firstclick demo report".into(),
+        facts: crate::report_file::run_facts(&summary, &engine),
+    };
+    let w = crate::report_file::write_report(&report_path, &report, &info)?;
+    println!(
+        "report written to {} ({} bytes); open it in a browser",
+        report_path.display(),
+        w.bytes
+    );
     Ok(())
 }

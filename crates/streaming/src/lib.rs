@@ -6,6 +6,8 @@
 //! - `args`: flags and environment variables ([`StreamingCli`]).
 //! - `demo`: generator → engine → NDJSON file in one process.
 //! - `replay_cmd`: the file replay command.
+//! - `report_file`: the HTML report of a replay or the demo (`firstclick-report`), written
+//!   through a temporary file.
 //! - `run`: the streaming service: Pub/Sub in, Redis enrichment, BigQuery out.
 //! - `intake`: one task per subscription: parse, dead-letter bad messages.
 //! - `worker`: the thin driver of the delivery core (`firstclick-delivery`), which owns the
@@ -33,6 +35,7 @@ mod metrics;
 mod outage;
 mod preflight;
 mod replay_cmd;
+mod report_file;
 mod run;
 mod shutdown;
 mod sink;

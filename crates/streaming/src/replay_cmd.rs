@@ -1,7 +1,7 @@
 //! `streaming replay`: NDJSON files through the engine, summary at the end.
 
 use anyhow::Context;
-use firstclick_replay::{replay, ReplayOptions};
+use firstclick_replay::ReplayOptions;
 
 use crate::args::ReplayArgs;
 
@@ -18,7 +18,7 @@ pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<()> {
         engine: args.engine.config(),
         progress: true,
     };
-    let summary = replay(&opts).context("replay failed")?;
+    let summary = crate::report_file::replay_with_report(&opts, args.report.as_deref())?;
     let text = if args.summary_json {
         serde_json::to_string(&summary).context("cannot serialize the summary")?
     } else {
