@@ -29,6 +29,9 @@ pub struct ReplayOptions {
     pub out: PathBuf,
     /// Late clicks NDJSON (optional).
     pub late: Option<PathBuf>,
+    /// Touch rows of multi-touch models NDJSON, the touches table's rows (optional: dropped
+    /// without it).
+    pub touches: Option<PathBuf>,
     /// Refused lines NDJSON with their reasons (optional; they are always reported on stderr).
     pub dead_letter: Option<PathBuf>,
     /// Engine settings.
@@ -63,6 +66,9 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary, ReplayError> {
     let mut pipeline = Pipeline::new(opts.engine, users, rows);
     if let Some(late) = &opts.late {
         pipeline = pipeline.with_late_output(NdjsonWriter::create(late)?);
+    }
+    if let Some(touches) = &opts.touches {
+        pipeline = pipeline.with_touches_output(NdjsonWriter::create(touches)?);
     }
     let mut dead = match &opts.dead_letter {
         Some(p) => Some(NdjsonWriter::create(p)?),

@@ -184,7 +184,7 @@ fn parse_duration_micros(s: &str) -> Result<i64, String> {
         .parse()
         .map_err(|_| format!("expected a duration such as 7d, 12h, 30m or 90s, found {s:?}"))?;
     let micros = n * secs_per * 1e6;
-    if !(micros >= 1.0 && micros < 1e17) {
+    if !(1.0..1e17).contains(&micros) {
         return Err(format!(
             "expected a positive duration of at most a few thousand years, found {s:?}"
         ));
@@ -225,6 +225,10 @@ pub(crate) struct ReplayArgs {
     /// Where late clicks go (optional).
     #[arg(long)]
     pub(crate) late: Option<PathBuf>,
+    /// Where the touch rows of multi-touch models go, one JSON object per line: what the
+    /// touches table holds (optional).
+    #[arg(long)]
+    pub(crate) touches: Option<PathBuf>,
     /// Where refused lines go, with their reasons (optional; always reported on stderr).
     #[arg(long = "dead-letter")]
     pub(crate) dead_letter: Option<PathBuf>,

@@ -13,6 +13,7 @@ pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<()> {
         users: args.users,
         out: args.out.clone(),
         late: args.late,
+        touches: args.touches,
         dead_letter: args.dead_letter,
         engine: args.engine.config(),
         progress: true,

@@ -52,6 +52,7 @@ impl Names {
             emulator_grpc_host: None,
             dataset: format!("e2e_{}", self.suffix.replace('-', "_")),
             table: "attributed_checkouts".into(),
+            touches_table: "attributed_touches".into(),
             location: None,
         }
     }

@@ -100,6 +100,7 @@ pub(crate) fn expected_rows(files: &DataSetPaths, dir: &Path) -> (Summary, Rows)
         users: Some(files.users.clone()),
         out: out.clone(),
         late: None,
+        touches: None,
         dead_letter: None,
         engine: EngineConfig::default(),
         progress: false,
