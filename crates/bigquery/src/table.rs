@@ -753,6 +753,23 @@ mod tests {
     }
 
     #[test]
+    fn a_touches_table_is_compared_with_the_touch_columns() {
+        let (diffs, notes) = compare_schema(&schema_of(TOUCH_COLUMNS), TOUCH_COLUMNS);
+        assert!(diffs.is_empty() && notes.is_empty(), "{diffs:?} {notes:?}");
+        // An output table where the touches table should be: every touch-only column named.
+        let (diffs, _) = compare_schema(&schema_of(OUTPUT_COLUMNS), TOUCH_COLUMNS);
+        let text: Vec<String> = diffs.iter().map(ToString::to_string).collect();
+        assert!(
+            text.contains(&"column credit is missing (expected NUMERIC REQUIRED)".to_owned()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"column click_id has mode NULLABLE, expected REQUIRED".to_owned()),
+            "{text:?}"
+        );
+    }
+
+    #[test]
     fn every_differing_column_is_named() {
         let mut fields: Vec<TableFieldSchema> = OUTPUT_COLUMNS.iter().map(field).collect();
         fields.retain(|f| f.name != "user_name");
