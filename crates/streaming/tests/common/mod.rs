@@ -298,8 +298,11 @@ pub(crate) fn keyed<'a>(
     out
 }
 
+/// One row as a JSON object.
+pub(crate) type Object = serde_json::Map<String, Value>;
+
 /// JSON objects of an NDJSON file.
-fn ndjson(path: &Path) -> Vec<serde_json::Map<String, Value>> {
+fn ndjson(path: &Path) -> Vec<Object> {
     std::fs::read_to_string(path)
         .expect("NDJSON output")
         .lines()
@@ -315,10 +318,7 @@ pub(crate) fn expected_rows_and_touches(
     files: &DataSetPaths,
     dir: &Path,
     models: &str,
-) -> (
-    Vec<serde_json::Map<String, Value>>,
-    Vec<serde_json::Map<String, Value>>,
-) {
+) -> (Vec<Object>, Vec<Object>) {
     let (out, touches) = (dir.join("expected.ndjson"), dir.join("touches.ndjson"));
     let status = Command::new(env!("CARGO_BIN_EXE_streaming"))
         .arg("replay")
