@@ -68,6 +68,16 @@ pub struct BigQueryArgs {
     )]
     pub table: String,
 
+    /// Touches table of the multi-touch models, one row per (checkout, click, model) with its
+    /// credit (created if missing, in the same dataset); its deduplicating view is
+    /// `{touches_table}_dedup`.
+    #[arg(
+        long = "bq-touches-table",
+        env = "BQ_TOUCHES_TABLE",
+        default_value = firstclick_model::schema::TOUCHES_TABLE
+    )]
+    pub touches_table: String,
+
     /// BigQuery location (e.g. `EU`, `us-central1`) for a new dataset and for query jobs.
     /// Unset: BigQuery's default (US).
     #[arg(long = "bq-location", env = "BQ_LOCATION")]
@@ -75,13 +85,15 @@ pub struct BigQueryArgs {
 }
 
 impl Default for BigQueryArgs {
-    /// The flags' defaults: no emulator, dataset `firstclick`, table `attributed_checkouts`.
+    /// The flags' defaults: no emulator, dataset `firstclick`, table `attributed_checkouts`,
+    /// touches table `attributed_touches`.
     fn default() -> Self {
         BigQueryArgs {
             emulator_host: None,
             emulator_grpc_host: None,
             dataset: "firstclick".into(),
             table: "attributed_checkouts".into(),
+            touches_table: firstclick_model::schema::TOUCHES_TABLE.into(),
             location: None,
         }
     }

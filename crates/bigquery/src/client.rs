@@ -31,6 +31,7 @@ pub struct BigQuery {
     pub(crate) project: String,
     pub(crate) dataset: String,
     pub(crate) table: String,
+    pub(crate) touches_table: String,
     pub(crate) location: Option<String>,
     pub(crate) emulator: bool,
 }
@@ -63,6 +64,23 @@ impl BigQuery {
         validate_project(&gcp.project_id)?;
         validate_dataset(&args.dataset)?;
         validate_table(&args.table)?;
+        validate_table(&args.touches_table).map_err(|e| match e {
+            ConnectError::InvalidName {
+                value, expected, ..
+            } => ConnectError::InvalidName {
+                what: "--bq-touches-table/BQ_TOUCHES_TABLE",
+                value,
+                expected,
+            },
+            other => other,
+        })?;
+        if args.touches_table == args.table {
+            return Err(ConnectError::InvalidName {
+                what: "--bq-touches-table/BQ_TOUCHES_TABLE",
+                value: args.touches_table.clone(),
+                expected: "a table other than --bq-table",
+            });
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -109,6 +127,7 @@ impl BigQuery {
             project: gcp.project_id.clone(),
             dataset: args.dataset.clone(),
             table: args.table.clone(),
+            touches_table: args.touches_table.clone(),
             location: args.location.clone(),
             emulator,
         })
@@ -140,6 +159,37 @@ impl BigQuery {
     /// The deduplicating view's id, `{table}_dedup`.
     pub fn view(&self) -> String {
         format!("{}_dedup", self.table)
+    }
+
+    /// The touches table's id (`--bq-touches-table`).
+    pub fn touches_table(&self) -> &str {
+        &self.touches_table
+    }
+
+    /// `project.dataset.touches_table`, as written inside backticks in SQL.
+    pub fn touches_table_path(&self) -> String {
+        format!("{}.{}.{}", self.project, self.dataset, self.touches_table)
+    }
+
+    /// The touches table's deduplicating view's id, `{touches_table}_dedup`.
+    pub fn touches_view(&self) -> String {
+        format!("{}_dedup", self.touches_table)
+    }
+
+    /// `project.dataset.{touches_table}_dedup`, as written inside backticks in SQL.
+    pub fn touches_view_path(&self) -> String {
+        format!("{}.{}.{}", self.project, self.dataset, self.touches_view())
+    }
+
+    /// `project.dataset.model_comparison`, the view that compares the models
+    /// (`firstclick_model::schema::model_comparison_sql`).
+    pub fn comparison_view_path(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            self.project,
+            self.dataset,
+            firstclick_model::schema::COMPARISON_VIEW
+        )
     }
 
     /// True when talking to the emulator.

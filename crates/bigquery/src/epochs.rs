@@ -16,19 +16,24 @@
 //! The writer keeps each epoch's rows until its stream is committed: the emulator holds
 //! streams in memory, so after it restarts a stream is gone, and its rows are written again
 //! to a new one. Real BigQuery keeps a pending stream until it is committed or expires.
+//!
+//! The writer is generic over the table's row ([`TableRow`]): the service runs one for the
+//! output table and one for the touches table, and an [`EpochTransaction`] names both streams
+//! of an epoch, so that one checkpoint commits both tables (and a restore commits both again).
 
 use std::collections::{BTreeMap, HashMap};
 
 use firstclick_model::AttributedRow;
 
 use crate::error::ApiError;
+use crate::rows::TableRow;
 use crate::storage_write::{Appended, Committed, StorageWriter, MAX_APPEND_ROWS};
 
 /// A row BigQuery refused for good, with its reason.
 #[derive(Clone, Debug)]
-pub struct RefusedRow {
+pub struct RefusedRow<R = AttributedRow> {
     /// The row.
-    pub row: AttributedRow,
+    pub row: R,
     /// Why, in BigQuery's words.
     pub reason: String,
 }
@@ -45,13 +50,13 @@ pub enum CommitOutcome {
 }
 
 /// One epoch's stream as this writer sees it.
-#[derive(Debug, Default)]
-struct EpochStream {
+#[derive(Debug)]
+struct EpochStream<R> {
     name: Option<String>,
     /// In the stream, in offset order.
-    written: Vec<AttributedRow>,
+    written: Vec<R>,
     /// Staged and not yet in the stream.
-    queued: Vec<AttributedRow>,
+    queued: Vec<R>,
     /// Rows per request at most; halved while a request is refused.
     limit: usize,
     /// Rows of the last request sent whose answer did not arrive: the next request at that
@@ -59,18 +64,32 @@ struct EpochStream {
     in_doubt: Option<usize>,
 }
 
-/// See the module documentation.
+impl<R> Default for EpochStream<R> {
+    fn default() -> Self {
+        EpochStream {
+            name: None,
+            written: Vec::new(),
+            queued: Vec::new(),
+            limit: 0,
+            in_doubt: None,
+        }
+    }
+}
+
+/// See the module documentation. `R` is the table's row: [`AttributedRow`] (the default) for
+/// the output table, [`firstclick_model::TouchRow`] for the touches table (with a
+/// [`StorageWriter::for_touches`]).
 #[derive(Debug)]
-pub struct EpochWriter {
+pub struct EpochWriter<R: TableRow = AttributedRow> {
     writer: StorageWriter,
-    open: BTreeMap<u64, EpochStream>,
+    open: BTreeMap<u64, EpochStream<R>>,
     /// Finalized streams not yet committed, with their rows.
-    prepared: HashMap<String, Vec<AttributedRow>>,
+    prepared: HashMap<String, Vec<R>>,
     /// Streams made again because BigQuery had lost them.
     pub streams_recreated: u64,
 }
 
-impl EpochWriter {
+impl<R: TableRow> EpochWriter<R> {
     /// A writer over `writer`'s table.
     pub fn new(writer: StorageWriter) -> Self {
         EpochWriter {
@@ -82,7 +101,7 @@ impl EpochWriter {
     }
 
     /// Adds rows to `epoch`; [`EpochWriter::send`] writes them.
-    pub fn stage(&mut self, epoch: u64, rows: Vec<AttributedRow>) {
+    pub fn stage(&mut self, epoch: u64, rows: Vec<R>) {
         let e = self.open.entry(epoch).or_default();
         e.queued.extend(rows);
     }
@@ -95,7 +114,7 @@ impl EpochWriter {
     /// Writes what is staged for `epoch` into its stream (creating it first). On an error,
     /// what was written stays written: call it again (after a wait, if the error is
     /// transient). Returns the rows BigQuery refused, once.
-    pub async fn send(&mut self, epoch: u64) -> Result<Vec<RefusedRow>, ApiError> {
+    pub async fn send(&mut self, epoch: u64) -> Result<Vec<RefusedRow<R>>, ApiError> {
         let e = self.open.entry(epoch).or_default();
         send(&self.writer, e, &mut self.streams_recreated).await
     }
@@ -207,7 +226,7 @@ impl EpochWriter {
 }
 
 /// Puts every row of a lost stream back in the queue, to go to a new stream.
-fn lost_stream(e: &mut EpochStream, recreated: &mut u64) {
+fn lost_stream<R>(e: &mut EpochStream<R>, recreated: &mut u64) {
     tracing::warn!(
         stream = e.name.as_deref().unwrap_or_default(),
         rows = e.written.len(),
@@ -221,11 +240,11 @@ fn lost_stream(e: &mut EpochStream, recreated: &mut u64) {
     e.queued = again;
 }
 
-async fn send(
+async fn send<R: TableRow>(
     writer: &StorageWriter,
-    e: &mut EpochStream,
+    e: &mut EpochStream<R>,
     recreated: &mut u64,
-) -> Result<Vec<RefusedRow>, ApiError> {
+) -> Result<Vec<RefusedRow<R>>, ApiError> {
     let mut refused = Vec::new();
     if e.limit == 0 {
         e.limit = MAX_APPEND_ROWS;
@@ -250,7 +269,7 @@ async fn send(
             }
             Appended::Refused(reason) if n == 1 => {
                 let row = e.queued.remove(0);
-                tracing::warn!(checkout_id = %row.checkout.checkout_id, %reason, "BigQuery refuses a row");
+                tracing::warn!(checkout_id = %row.checkout_id(), %reason, "BigQuery refuses a row");
                 refused.push(RefusedRow { row, reason });
                 e.limit = MAX_APPEND_ROWS;
             }
@@ -260,4 +279,104 @@ async fn send(
         }
     }
     Ok(refused)
+}
+
+/// What commits one epoch: the names of its streams in the output table and in the touches
+/// table, either absent when the epoch wrote nothing there. Its bytes go into the checkpoint's
+/// rows-commit element (docs/design.md §4.2, §6.3).
+///
+/// Encoding: UTF-8 lines `rows NAME` and `touches NAME`. A stream name never holds a newline or
+/// starts with those words, so bytes that start with `projects/` are a plain stream name, the
+/// form of checkpoints from before the touches table (the output table's stream).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EpochTransaction {
+    /// The output table's stream.
+    pub rows: Option<String>,
+    /// The touches table's stream.
+    pub touches: Option<String>,
+}
+
+impl EpochTransaction {
+    /// Nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_none() && self.touches.is_none()
+    }
+
+    /// The bytes stored in the checkpoint.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut lines = Vec::new();
+        if let Some(r) = &self.rows {
+            lines.push(format!("rows {r}"));
+        }
+        if let Some(t) = &self.touches {
+            lines.push(format!("touches {t}"));
+        }
+        lines.join("\n").into_bytes()
+    }
+
+    /// Reads [`EpochTransaction::to_bytes`] (or a plain stream name of an older checkpoint);
+    /// `None` for bytes that are neither.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        if text.starts_with("projects/") && !text.contains('\n') {
+            return Some(EpochTransaction {
+                rows: Some(text.to_owned()),
+                touches: None,
+            });
+        }
+        let mut t = EpochTransaction::default();
+        for line in text.lines() {
+            let (kind, name) = line.split_once(' ')?;
+            let slot = match kind {
+                "rows" => &mut t.rows,
+                "touches" => &mut t.touches,
+                _ => return None,
+            };
+            if name.is_empty() || slot.replace(name.to_owned()).is_some() {
+                return None;
+            }
+        }
+        (!t.is_empty()).then_some(t)
+    }
+}
+
+impl std::fmt::Display for EpochTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let none = "none";
+        write!(
+            f,
+            "rows stream {}, touches stream {}",
+            self.rows.as_deref().unwrap_or(none),
+            self.touches.as_deref().unwrap_or(none)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transactions_round_trip_and_old_ones_are_rows_streams() {
+        let both = EpochTransaction {
+            rows: Some("projects/p/datasets/d/tables/a/streams/1".into()),
+            touches: Some("projects/p/datasets/d/tables/b/streams/2".into()),
+        };
+        assert_eq!(EpochTransaction::from_bytes(&both.to_bytes()), Some(both));
+        let rows_only = EpochTransaction {
+            rows: Some("projects/p/datasets/d/tables/a/streams/1".into()),
+            touches: None,
+        };
+        assert_eq!(
+            EpochTransaction::from_bytes(&rows_only.to_bytes()),
+            Some(rows_only.clone())
+        );
+        assert_eq!(
+            EpochTransaction::from_bytes(b"projects/p/datasets/d/tables/a/streams/1"),
+            Some(rows_only)
+        );
+        assert_eq!(EpochTransaction::from_bytes(b""), None);
+        assert_eq!(EpochTransaction::from_bytes(b"other x"), None);
+        assert_eq!(EpochTransaction::from_bytes(b"rows a\nrows b"), None);
+    }
 }

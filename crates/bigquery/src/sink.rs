@@ -14,14 +14,18 @@
 //! - some rows are refused: listed in [`InsertReport::rejected`] with their index in the input
 //!   and BigQuery's reasons; [`RejectedRow::retryable`] tells the rows refused for a passing
 //!   reason (`backendError`, `stopped`, ...) from the invalid ones (dead-letter those).
+//!
+//! [`BigQuery::insert_touches`] writes touch rows to the touches table the same way (one
+//! implementation for any [`TableRow`]), with `insertId = checkout_id:model:click_id`.
 
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
 use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
 use gcp_bigquery_client::model::table_data_insert_all_response::TableDataInsertAllResponse;
 
-use firstclick_model::AttributedRow;
+use firstclick_model::{AttributedRow, TouchRow};
 
 use crate::error::{is_transient_reason, ApiError, InsertError};
+use crate::rows::TableRow;
 use crate::BigQuery;
 
 /// Most rows per insertAll request.
@@ -147,31 +151,19 @@ fn local_rejection(
 }
 
 /// Splits the input into requests of at most `max_rows` rows and `max_bytes` of JSON.
-/// A row's insertId: its checkout for first click (as before several models existed), the
-/// checkout and the model otherwise (the table's key, `firstclick_model::schema::PRIMARY_KEY`).
-fn insert_id(row: &AttributedRow) -> String {
-    let id = row.checkout.checkout_id.as_text();
-    match row.model {
-        firstclick_model::AttributionModel::FirstClick => id.into_owned(),
-        model => format!("{id}:{}", model.as_str()),
-    }
-}
-
-fn batches(rows: &[AttributedRow], max_rows: usize, max_bytes: usize) -> Vec<Batch> {
+fn batches<R: TableRow>(rows: &[R], max_rows: usize, max_bytes: usize) -> Vec<Batch> {
     let max_rows = max_rows.max(1);
     let mut out = Vec::new();
     let mut current = Batch::new(0);
     let mut bytes = 0;
     for (index, row) in rows.iter().enumerate() {
-        let checkout_id = row.checkout.checkout_id.as_text().into_owned();
-        let prepared = serde_json::to_value(row)
-            .map_err(|e| e.to_string())
-            .and_then(|json| {
-                let size = serde_json::to_vec(&json).map_err(|e| e.to_string())?.len()
-                    + checkout_id.len()
-                    + ROW_OVERHEAD;
-                Ok((json, size))
-            });
+        let checkout_id = row.checkout_id();
+        let prepared = row.json_value().and_then(|json| {
+            let size = serde_json::to_vec(&json).map_err(|e| e.to_string())?.len()
+                + checkout_id.len()
+                + ROW_OVERHEAD;
+            Ok((json, size))
+        });
         match prepared {
             Err(message) => current.refused.push(local_rejection(
                 index,
@@ -193,7 +185,7 @@ fn batches(rows: &[AttributedRow], max_rows: usize, max_bytes: usize) -> Vec<Bat
                 }
                 bytes += size;
                 current.rows.push(TableDataInsertAllRequestRows {
-                    insert_id: Some(insert_id(row)),
+                    insert_id: Some(row.insert_id()),
                     json,
                 });
                 current.indexes.push(index);
@@ -223,6 +215,32 @@ impl BigQuery {
         max_rows: usize,
         max_bytes: usize,
     ) -> Result<InsertReport, InsertError> {
+        self.insert_into(&self.table, rows, max_rows, max_bytes)
+            .await
+    }
+
+    /// Streams touch rows into the touches table (`--bq-touches-table`), as
+    /// [`BigQuery::insert_rows`] does rows, with `insertId = checkout_id:model:click_id`.
+    /// [`RejectedRow::index`] is the touch's index in `touches`.
+    pub async fn insert_touches(&self, touches: &[TouchRow]) -> Result<InsertReport, InsertError> {
+        self.insert_into(
+            &self.touches_table,
+            touches,
+            MAX_BATCH_ROWS,
+            MAX_BATCH_BYTES,
+        )
+        .await
+    }
+
+    /// The insertAll of any of our tables: `table` is the id in the dataset.
+    async fn insert_into<R: TableRow>(
+        &self,
+        table: &str,
+        rows: &[R],
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> Result<InsertReport, InsertError> {
+        let table_path = format!("{}.{}.{table}", self.project, self.dataset);
         let mut report = InsertReport::default();
         for batch in batches(rows, max_rows, max_bytes) {
             let Batch {
@@ -236,7 +254,7 @@ impl BigQuery {
             let mut rejected = refused;
             if !batch_rows.is_empty() {
                 let sent = batch_rows.len();
-                let response = self.send(batch_rows, start, end).await;
+                let response = self.send(table, batch_rows, start, end).await;
                 let response = match response {
                     Ok(r) => r,
                     Err(cause) => {
@@ -261,7 +279,7 @@ impl BigQuery {
                         return Err(InsertError::Permanent {
                             done: report,
                             cause: ApiError {
-                                operation: format!("insertAll into {}", self.table_path()),
+                                operation: format!("insertAll into {table_path}"),
                                 ..cause
                             },
                         });
@@ -273,7 +291,7 @@ impl BigQuery {
             }
             rejected.sort_by_key(|r| r.index);
             for r in &rejected {
-                tracing::warn!(table = %self.table_path(), "BigQuery refused {r}");
+                tracing::warn!(table = %table_path, "BigQuery refused {r}");
             }
             report.inserted += inserted;
             report.rejected.extend(rejected);
@@ -284,14 +302,15 @@ impl BigQuery {
 
     async fn send(
         &self,
+        table: &str,
         rows: Vec<TableDataInsertAllRequestRows>,
         start: usize,
         end: usize,
     ) -> Result<TableDataInsertAllResponse, ApiError> {
         let operation = || {
             format!(
-                "insertAll of rows {start}..{end} into {}",
-                self.table_path()
+                "insertAll of rows {start}..{end} into {}.{}.{table}",
+                self.project, self.dataset
             )
         };
         let mut request = TableDataInsertAllRequest::new();
@@ -301,17 +320,17 @@ impl BigQuery {
             .map_err(|e| ApiError::from_bq(operation(), e))?;
         self.client
             .tabledata()
-            .insert_all(&self.project, &self.dataset, &self.table, request)
+            .insert_all(&self.project, &self.dataset, table, request)
             .await
             .map_err(|e| ApiError::from_bq(operation(), e))
     }
 }
 
 /// The rows of one request that BigQuery refused, by input index.
-fn row_errors(
+fn row_errors<R: TableRow>(
     response: TableDataInsertAllResponse,
     indexes: &[usize],
-    rows: &[AttributedRow],
+    rows: &[R],
 ) -> Result<Vec<RejectedRow>, ApiError> {
     let mut out: Vec<RejectedRow> = Vec::new();
     for e in response.insert_errors.unwrap_or_default() {
@@ -350,7 +369,7 @@ fn row_errors(
             }
             None => out.push(RejectedRow {
                 index,
-                checkout_id: rows[index].checkout.checkout_id.as_text().into_owned(),
+                checkout_id: rows[index].checkout_id(),
                 errors,
                 retryable,
             }),

@@ -6,9 +6,11 @@
 //! channel to the emulator's gRPC port (docs/design.md §9). Against Google Cloud, use
 //! [`BigQuery::insert_rows`]; this path is not wired for TLS and OAuth there.
 //!
-//! Rows are encoded as protobuf ([`ProtoRow`], field numbers = column positions + 1): STRING as
-//! `string`, NUMERIC as its decimal text (at most 9 decimals), TIMESTAMP as `int64`
-//! microseconds. Semantics differ from insertAll: the default stream has no insertId, so a retry
+//! Rows are encoded as protobuf ([`ProtoRow`] for the output table, [`ProtoTouch`] for the
+//! touches table; field numbers = column positions + 1): STRING as `string`, NUMERIC as its
+//! decimal text (at most 9 decimals), TIMESTAMP as `int64` microseconds. The PENDING-stream
+//! calls serve both tables ([`StorageWriter::for_touches`]); the `_default` stream path
+//! ([`StorageWriter::append_rows`]) writes output rows only. Semantics differ from insertAll: the default stream has no insertId, so a retry
 //! writes duplicates (the `_dedup` view hides them), and a request is all-or-nothing: when
 //! BigQuery names bad rows, none of the request is written; the bad rows are reported as
 //! permanent and the others of the request as retryable ([`RejectedRow::retryable`]). The
@@ -32,10 +34,11 @@ use gcp_bigquery_client::storage::{
 };
 use tonic::transport::Channel;
 
-use firstclick_model::schema::{ColumnMode, ColumnType, OUTPUT_COLUMNS};
-use firstclick_model::AttributedRow;
+use firstclick_model::schema::{Column, ColumnMode, ColumnType, OUTPUT_COLUMNS};
+use firstclick_model::{AttributedRow, TouchRow};
 
 use crate::error::{ApiError, ConnectError, InsertError};
+use crate::rows::{Encoded, TableRow};
 use crate::sink::{InsertReport, RejectedRow, RowError};
 use crate::{BigQuery, BigQueryArgs};
 
@@ -95,6 +98,60 @@ pub(crate) struct ProtoRow {
     pub(crate) processed_at: Option<i64>,
 }
 
+/// One touch row as protobuf; tags are the columns' positions in
+/// [`firstclick_model::schema::TOUCH_COLUMNS`] plus one (a unit test holds them together).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ProtoTouch {
+    /// `checkout_id`
+    #[prost(string, required, tag = "1")]
+    pub(crate) checkout_id: String,
+    /// `user_id`
+    #[prost(string, optional, tag = "2")]
+    pub(crate) user_id: Option<String>,
+    /// `product_id`
+    #[prost(string, optional, tag = "3")]
+    pub(crate) product_id: Option<String>,
+    /// `checkout_time`, microseconds since the epoch.
+    #[prost(int64, required, tag = "4")]
+    pub(crate) checkout_time: i64,
+    /// `click_id`
+    #[prost(string, required, tag = "5")]
+    pub(crate) click_id: String,
+    /// `click_time`, microseconds since the epoch.
+    #[prost(int64, required, tag = "6")]
+    pub(crate) click_time: i64,
+    /// `attribution_model`
+    #[prost(string, required, tag = "7")]
+    pub(crate) attribution_model: String,
+    /// `credit`, NUMERIC as exact decimal text.
+    #[prost(string, required, tag = "8")]
+    pub(crate) credit: String,
+    /// `credited_revenue`, NUMERIC as exact decimal text.
+    #[prost(string, optional, tag = "9")]
+    pub(crate) credited_revenue: Option<String>,
+    /// `processed_at`, microseconds since the epoch.
+    #[prost(int64, optional, tag = "10")]
+    pub(crate) processed_at: Option<i64>,
+}
+
+impl From<&TouchRow> for ProtoTouch {
+    fn from(t: &TouchRow) -> Self {
+        ProtoTouch {
+            checkout_id: t.checkout_id.as_text().into_owned(),
+            user_id: Some(t.user_id.to_string()),
+            product_id: Some(t.product_id.as_text().into_owned()),
+            checkout_time: t.checkout_time.as_micros(),
+            click_id: t.click.click_id.as_text().into_owned(),
+            click_time: t.click.time.as_micros(),
+            attribution_model: t.model.as_str().to_owned(),
+            // Decimal9 prints exact decimal text with at most 9 places.
+            credit: t.credit.to_string(),
+            credited_revenue: t.credited_revenue.map(|r| r.to_string()),
+            processed_at: Some(t.processed_at.as_micros()),
+        }
+    }
+}
+
 /// A NUMERIC's text: at most 9 decimals (BigQuery's scale), no trailing zeros, no exponent.
 fn numeric_text(v: f64) -> String {
     let fixed = format!("{v:.9}");
@@ -129,9 +186,10 @@ impl From<&AttributedRow> for ProtoRow {
     }
 }
 
-/// The writer schema sent with the rows, from [`OUTPUT_COLUMNS`].
-pub(crate) fn table_descriptor() -> TableDescriptor {
-    let field_descriptors = OUTPUT_COLUMNS
+/// The writer schema sent with the rows of the table of `columns` ([`OUTPUT_COLUMNS`] or
+/// [`firstclick_model::schema::TOUCH_COLUMNS`]).
+pub(crate) fn table_descriptor(columns: &[Column]) -> TableDescriptor {
+    let field_descriptors = columns
         .iter()
         .zip(1u32..)
         .map(|(c, number)| FieldDescriptor {
@@ -251,8 +309,24 @@ impl StorageWriter {
                 bq.table()
             ),
             table_path: bq.table_path(),
-            descriptor: std::sync::Arc::new(table_descriptor()),
+            descriptor: std::sync::Arc::new(table_descriptor(OUTPUT_COLUMNS)),
         })
+    }
+
+    /// The same connection, for `bq`'s touches table (`--bq-touches-table`): its PENDING
+    /// streams take [`TouchRow`]s.
+    pub fn for_touches(&self, bq: &BigQuery) -> Self {
+        StorageWriter {
+            client: self.client.clone(),
+            stream: format!(
+                "projects/{}/datasets/{}/tables/{}/streams/_default",
+                bq.project(),
+                bq.dataset(),
+                bq.touches_table()
+            ),
+            table_path: bq.touches_table_path(),
+            descriptor: self.descriptor.clone(),
+        }
     }
 
     /// `projects/P/datasets/D/tables/T`.
@@ -295,14 +369,15 @@ impl StorageWriter {
     }
 
     /// Appends `rows` to `stream` at `offset`, as one request on one call.
-    pub(crate) async fn append_at(
+    pub(crate) async fn append_at<R: TableRow>(
         &self,
         stream: &str,
-        rows: &[AttributedRow],
+        rows: &[R],
         offset: i64,
     ) -> Result<Appended, ApiError> {
-        let protos: Vec<ProtoRow> = rows.iter().map(ProtoRow::from).collect();
-        let (data, _) = StorageApi::create_rows(&self.descriptor, &protos, usize::MAX);
+        let encoded: Vec<Encoded> = rows.iter().map(|r| Encoded(r.encode_proto())).collect();
+        let descriptor = table_descriptor(R::COLUMNS);
+        let (data, _) = StorageApi::create_rows(&descriptor, &encoded, usize::MAX);
         let message = AppendRowsRequest {
             write_stream: stream.to_owned(),
             offset: Some(offset),
@@ -579,6 +654,61 @@ mod tests {
         assert_eq!(numeric_text(-0.0), "0");
     }
 
+    /// The field tags of an encoded message, in order.
+    fn tags_of(bytes: &[u8]) -> Vec<u32> {
+        let mut tags = Vec::new();
+        let mut buf = bytes;
+        while !buf.is_empty() {
+            let key = prost::encoding::decode_varint(&mut buf).expect("key");
+            tags.push((key >> 3) as u32);
+            match key & 7 {
+                0 => {
+                    prost::encoding::decode_varint(&mut buf).expect("varint");
+                }
+                2 => {
+                    let len = prost::encoding::decode_varint(&mut buf).expect("len") as usize;
+                    buf = &buf[len..];
+                }
+                other => panic!("unexpected wire type {other}"),
+            }
+        }
+        tags
+    }
+
+    #[test]
+    fn touch_proto_tags_follow_the_touch_columns() {
+        use firstclick_model::schema::TOUCH_COLUMNS;
+        let t = ProtoTouch {
+            checkout_id: "a".into(),
+            user_id: Some("b".into()),
+            product_id: Some("c".into()),
+            checkout_time: 1,
+            click_id: "d".into(),
+            click_time: 2,
+            attribution_model: "linear".into(),
+            credit: "0.5".into(),
+            credited_revenue: Some("1.25".into()),
+            processed_at: Some(3),
+        };
+        let expected: Vec<u32> = (1..=TOUCH_COLUMNS.len() as u32).collect();
+        assert_eq!(tags_of(&t.encode_to_vec()), expected);
+        let debug = format!("{t:?}");
+        let mut at = 0;
+        for c in TOUCH_COLUMNS {
+            let pos = debug[at..]
+                .find(&format!("{}:", c.name))
+                .unwrap_or_else(|| panic!("{} missing or out of order in {debug}", c.name));
+            at += pos;
+        }
+        let d = table_descriptor(TOUCH_COLUMNS);
+        assert_eq!(d.field_descriptors.len(), TOUCH_COLUMNS.len());
+        assert!(d
+            .field_descriptors
+            .iter()
+            .zip(TOUCH_COLUMNS)
+            .all(|(f, c)| f.name == c.name));
+    }
+
     #[test]
     fn proto_tags_follow_the_schema_columns() {
         // Encode a row with every field set and read the tag of each field back in order.
@@ -618,7 +748,7 @@ mod tests {
         }
         let expected: Vec<u32> = (1..=OUTPUT_COLUMNS.len() as u32).collect();
         assert_eq!(tags, expected);
-        let d = table_descriptor();
+        let d = table_descriptor(OUTPUT_COLUMNS);
         for (f, c) in d.field_descriptors.iter().zip(OUTPUT_COLUMNS) {
             assert_eq!(f.name, c.name);
         }

@@ -1,5 +1,9 @@
-//! Creating the output objects, idempotently: the dataset, the table built from
-//! [`firstclick_model::schema`], its primary key, and the deduplicating view.
+//! Creating the output objects, idempotently: the dataset, the output table and the touches
+//! table built from [`firstclick_model::schema`], their primary keys, their deduplicating views
+//! and the `model_comparison` view over both (docs/design.md §5).
+//!
+//! Both tables go through the same steps, described by a [`TableSpec`] (columns, key,
+//! clustering), so an existing touches table is compared and reported like the output table.
 //!
 //! Each step first looks at what exists and reports it ([`EnsureOutcome::Existed`]) instead of
 //! failing, so `create-bq-table` can run on every deploy. An existing table is compared column by column
@@ -24,8 +28,9 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
 
 use firstclick_model::schema::{
-    dedup_view_sql, Column, ColumnMode, ColumnType, CLUSTER_COLUMNS, OUTPUT_COLUMNS,
-    PARTITION_COLUMN, PRIMARY_KEY,
+    dedup_view_sql, model_comparison_sql, Column, ColumnMode, ColumnType, CLUSTER_COLUMNS,
+    COMPARISON_VIEW, OUTPUT_COLUMNS, PARTITION_COLUMN, PRIMARY_KEY, TOUCH_CLUSTER_COLUMNS,
+    TOUCH_COLUMNS, TOUCH_KEY,
 };
 
 use crate::error::{ApiError, EnsureError, QueryError};
@@ -35,6 +40,34 @@ use crate::BigQuery;
 /// The output table's description in BigQuery.
 const TABLE_DESCRIPTION: &str =
     "firstclick: one row per checkout with its attributed click (first click by default).";
+
+/// The touches table's description in BigQuery.
+const TOUCHES_DESCRIPTION: &str = "firstclick: one row per checkout, click and multi-touch \
+     model with the click's credit and credited revenue.";
+
+/// What one of our tables is: the id, its columns, key and clustering.
+#[derive(Clone, Debug)]
+pub(crate) struct TableSpec {
+    /// The table id in the client's dataset.
+    pub(crate) id: String,
+    /// `project.dataset.table`.
+    pub(crate) path: String,
+    /// Its columns, in order.
+    pub(crate) columns: &'static [Column],
+    /// The columns of its primary key (and of its dedup view's partition).
+    pub(crate) key: &'static [&'static str],
+    /// The columns it is clustered by.
+    pub(crate) clustering: &'static [&'static str],
+    /// Its description.
+    pub(crate) description: &'static str,
+}
+
+impl TableSpec {
+    /// The dedup view's id.
+    fn view(&self) -> String {
+        format!("{}_dedup", self.id)
+    }
+}
 
 /// Whether an object was made by this run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +123,20 @@ pub struct EnsureReport {
     pub view_path: String,
     /// Whether the view was created.
     pub view: EnsureOutcome,
+    /// `project.dataset.touches_table`.
+    pub touches_path: String,
+    /// Whether the touches table was created.
+    pub touches: EnsureOutcome,
+    /// The touches table's primary key declaration.
+    pub touches_primary_key: PrimaryKeyOutcome,
+    /// `project.dataset.touches_table_dedup`.
+    pub touches_view_path: String,
+    /// Whether the touches' dedup view was created.
+    pub touches_view: EnsureOutcome,
+    /// `project.dataset.model_comparison`.
+    pub comparison_path: String,
+    /// Whether the comparison view was created.
+    pub comparison: EnsureOutcome,
     /// Differences of existing objects that do not stop the sink (descriptions, partitioning,
     /// clustering, dataset location, view definition).
     pub notes: Vec<String>,
@@ -107,20 +154,24 @@ impl fmt::Display for EnsureReport {
             PARTITION_COLUMN,
             CLUSTER_COLUMNS.join(", ")
         )?;
-        write!(f, "primary key ({}) NOT ENFORCED: ", PRIMARY_KEY.join(", "))?;
-        match &self.primary_key {
-            PrimaryKeyOutcome::Applied => writeln!(f, "declared")?,
-            PrimaryKeyOutcome::AlreadyPresent { columns } if columns.is_empty() => {
-                writeln!(f, "already declared")?
-            }
-            PrimaryKeyOutcome::AlreadyPresent { columns } => {
-                writeln!(f, "already declared on ({})", columns.join(", "))?
-            }
-            PrimaryKeyOutcome::NotApplied { reason } => {
-                writeln!(f, "not applied, the backend refused it: {reason}")?
-            }
-        }
-        write!(f, "view {}: {}", self.view_path, self.view)?;
+        write_key(f, PRIMARY_KEY, &self.primary_key)?;
+        writeln!(f, "view {}: {}", self.view_path, self.view)?;
+        writeln!(
+            f,
+            "touches table {}: {} ({} columns, partitioned by day of {}, clustered by {})",
+            self.touches_path,
+            self.touches,
+            TOUCH_COLUMNS.len(),
+            PARTITION_COLUMN,
+            TOUCH_CLUSTER_COLUMNS.join(", ")
+        )?;
+        write_key(f, TOUCH_KEY, &self.touches_primary_key)?;
+        writeln!(f, "view {}: {}", self.touches_view_path, self.touches_view)?;
+        write!(
+            f,
+            "view {}: {} (conversions and credited revenue per model and product)",
+            self.comparison_path, self.comparison
+        )?;
         for note in &self.notes {
             write!(f, "\nnote: {note}")?;
         }
@@ -128,7 +179,25 @@ impl fmt::Display for EnsureReport {
     }
 }
 
-/// One way an existing table's columns differ from [`OUTPUT_COLUMNS`].
+/// One line of the report: what became of a primary key.
+fn write_key(f: &mut fmt::Formatter<'_>, key: &[&str], outcome: &PrimaryKeyOutcome) -> fmt::Result {
+    write!(f, "primary key ({}) NOT ENFORCED: ", key.join(", "))?;
+    match outcome {
+        PrimaryKeyOutcome::Applied => writeln!(f, "declared"),
+        PrimaryKeyOutcome::AlreadyPresent { columns } if columns.is_empty() => {
+            writeln!(f, "already declared")
+        }
+        PrimaryKeyOutcome::AlreadyPresent { columns } => {
+            writeln!(f, "already declared on ({})", columns.join(", "))
+        }
+        PrimaryKeyOutcome::NotApplied { reason } => {
+            writeln!(f, "not applied, the backend refused it: {reason}")
+        }
+    }
+}
+
+/// One way an existing table's columns differ from ours ([`OUTPUT_COLUMNS`] or
+/// [`TOUCH_COLUMNS`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SchemaDifference {
     /// One of our columns is absent.
@@ -203,19 +272,19 @@ fn field(c: &Column) -> TableFieldSchema {
     f
 }
 
-/// The output table's schema, from [`OUTPUT_COLUMNS`] (types, modes, descriptions).
-pub(crate) fn output_schema() -> TableSchema {
-    TableSchema::new(OUTPUT_COLUMNS.iter().map(field).collect())
+/// A table's schema from its columns (types, modes, descriptions).
+pub(crate) fn schema_of(columns: &[Column]) -> TableSchema {
+    TableSchema::new(columns.iter().map(field).collect())
 }
 
-/// The table resource we create: schema, day partitioning on [`PARTITION_COLUMN`], clustering on
-/// [`CLUSTER_COLUMNS`].
-pub(crate) fn output_table(project: &str, dataset: &str, table: &str) -> Table {
-    Table::new(project, dataset, table, output_schema())
-        .description(TABLE_DESCRIPTION)
+/// The table resource we create: schema, day partitioning on [`PARTITION_COLUMN`], the spec's
+/// clustering.
+pub(crate) fn table_resource(project: &str, dataset: &str, spec: &TableSpec) -> Table {
+    Table::new(project, dataset, &spec.id, schema_of(spec.columns))
+        .description(spec.description)
         .time_partitioning(TimePartitioning::per_day().field(PARTITION_COLUMN))
         .clustering(Clustering {
-            fields: Some(CLUSTER_COLUMNS.iter().map(|c| (*c).to_owned()).collect()),
+            fields: Some(spec.clustering.iter().map(|c| (*c).to_owned()).collect()),
         })
 }
 
@@ -238,13 +307,16 @@ fn mode_of(f: &TableFieldSchema) -> String {
         .unwrap_or_else(|| ColumnMode::Nullable.as_str().to_owned())
 }
 
-/// Compares an existing table's columns with ours. Returns the blocking differences, and notes
-/// about differing descriptions.
-pub(crate) fn compare_schema(found: &TableSchema) -> (Vec<SchemaDifference>, Vec<String>) {
+/// Compares an existing table's columns with `columns`. Returns the blocking differences, and
+/// notes about differing descriptions.
+pub(crate) fn compare_schema(
+    found: &TableSchema,
+    columns: &[Column],
+) -> (Vec<SchemaDifference>, Vec<String>) {
     let found_fields = found.fields.as_deref().unwrap_or_default();
     let mut diffs = Vec::new();
     let mut notes = Vec::new();
-    for c in OUTPUT_COLUMNS {
+    for c in columns {
         let expected_type = c.column_type.as_str();
         let expected_mode = c.mode.as_str();
         let Some(f) = found_fields.iter().find(|f| f.name == c.name) else {
@@ -279,7 +351,7 @@ pub(crate) fn compare_schema(found: &TableSchema) -> (Vec<SchemaDifference>, Vec
         }
     }
     for f in found_fields {
-        if !OUTPUT_COLUMNS.iter().any(|c| c.name == f.name) {
+        if !columns.iter().any(|c| c.name == f.name) {
             diffs.push(SchemaDifference::Unexpected {
                 column: f.name.clone(),
                 found: format!("{} {}", canonical_type(&f.r#type), mode_of(f)),
@@ -295,7 +367,7 @@ fn first_line(text: &str) -> String {
 }
 
 /// Notes about partitioning and clustering that differ from ours.
-fn layout_notes(t: &Table) -> Vec<String> {
+fn layout_notes(t: &Table, spec: &TableSpec) -> Vec<String> {
     let mut notes = Vec::new();
     let partition = t
         .time_partitioning
@@ -303,8 +375,9 @@ fn layout_notes(t: &Table) -> Vec<String> {
         .map(|p| (p.r#type.as_str(), p.field.as_deref()));
     if partition != Some(("DAY", Some(PARTITION_COLUMN))) {
         notes.push(format!(
-            "the table is partitioned by {}, expected by DAY of {PARTITION_COLUMN} (partitioning \
+            "table {} is partitioned by {}, expected by DAY of {PARTITION_COLUMN} (partitioning \
              cannot change on an existing table; recreate it to fix)",
+            spec.path,
             match partition {
                 None => "nothing".to_owned(),
                 Some((kind, field)) => format!(
@@ -322,38 +395,85 @@ fn layout_notes(t: &Table) -> Vec<String> {
         .iter()
         .map(String::as_str)
         .collect();
-    if clustered != CLUSTER_COLUMNS {
+    if clustered != spec.clustering {
         notes.push(format!(
-            "the table is clustered by ({}), expected ({})",
+            "table {} is clustered by ({}), expected ({})",
+            spec.path,
             clustered.join(", "),
-            CLUSTER_COLUMNS.join(", ")
+            spec.clustering.join(", ")
         ));
     }
     notes
 }
 
 impl BigQuery {
-    /// Makes sure the dataset, the output table (with our schema, day partitioning and
-    /// clustering), its primary key where the backend supports it, and the `{table}_dedup` view
-    /// exist. Safe to run again: existing objects are reported as [`EnsureOutcome::Existed`].
+    /// The output table's spec.
+    pub(crate) fn output_spec(&self) -> TableSpec {
+        TableSpec {
+            id: self.table.clone(),
+            path: self.table_path(),
+            columns: OUTPUT_COLUMNS,
+            key: PRIMARY_KEY,
+            clustering: CLUSTER_COLUMNS,
+            description: TABLE_DESCRIPTION,
+        }
+    }
+
+    /// The touches table's spec.
+    pub(crate) fn touches_spec(&self) -> TableSpec {
+        TableSpec {
+            id: self.touches_table.clone(),
+            path: self.touches_table_path(),
+            columns: TOUCH_COLUMNS,
+            key: TOUCH_KEY,
+            clustering: TOUCH_CLUSTER_COLUMNS,
+            description: TOUCHES_DESCRIPTION,
+        }
+    }
+
+    /// Makes sure the dataset, the output table and the touches table (with our schemas, day
+    /// partitioning and clustering), their primary keys where the backend supports them, their
+    /// `_dedup` views and the `model_comparison` view exist. Safe to run again: existing
+    /// objects are reported as [`EnsureOutcome::Existed`].
     ///
-    /// Fails with [`EnsureError::SchemaMismatch`] listing every differing column when the table
+    /// Fails with [`EnsureError::SchemaMismatch`] listing every differing column when a table
     /// exists with other columns, types or modes.
     pub async fn ensure_table(&self) -> Result<EnsureReport, EnsureError> {
         let (dataset, mut notes) = self.ensure_dataset().await?;
-        let (table, table_notes) = self.ensure_output_table().await?;
+        let output = self.output_spec();
+        let touches_spec = self.touches_spec();
+        let (table, table_notes) = self.ensure_spec_table(&output).await?;
         notes.extend(table_notes);
-        let primary_key = self.ensure_primary_key().await?;
-        let (view, view_notes) = self.ensure_view().await?;
+        let primary_key = self.ensure_primary_key(&output).await?;
+        let view_sql = dedup_view_sql(&output.path, output.key);
+        let (view, view_notes) = self.ensure_view(&output.view(), &view_sql).await?;
         notes.extend(view_notes);
+        let (touches, touches_notes) = self.ensure_spec_table(&touches_spec).await?;
+        notes.extend(touches_notes);
+        let touches_primary_key = self.ensure_primary_key(&touches_spec).await?;
+        let touches_sql = dedup_view_sql(&touches_spec.path, touches_spec.key);
+        let (touches_view, touches_view_notes) =
+            self.ensure_view(&touches_spec.view(), &touches_sql).await?;
+        notes.extend(touches_view_notes);
+        let comparison_sql = model_comparison_sql(&self.view_path(), &self.touches_view_path());
+        let (comparison, comparison_notes) =
+            self.ensure_view(COMPARISON_VIEW, &comparison_sql).await?;
+        notes.extend(comparison_notes);
         let report = EnsureReport {
             dataset_path: format!("{}.{}", self.project, self.dataset),
             dataset,
-            table_path: self.table_path(),
+            table_path: output.path,
             table,
             primary_key,
             view_path: self.view_path(),
             view,
+            touches_path: touches_spec.path,
+            touches,
+            touches_primary_key,
+            touches_view_path: self.touches_view_path(),
+            touches_view,
+            comparison_path: self.comparison_view_path(),
+            comparison,
             notes,
         };
         tracing::info!(
@@ -362,29 +482,39 @@ impl BigQuery {
             outcome = %report.table,
             view = %report.view,
             primary_key = ?report.primary_key,
-            "BigQuery output table ensured"
+            touches = %report.touches,
+            touches_view = %report.touches_view,
+            comparison = %report.comparison,
+            "BigQuery output tables ensured"
         );
         Ok(report)
     }
 
-    /// Checks, without creating anything, that the output table exists and has our columns
-    /// (the same comparison as [`BigQuery::ensure_table`]). Returns the notes about differences
-    /// that do not stop the sink (descriptions, partitioning, clustering).
+    /// Checks, without creating anything, that the output table and the touches table exist
+    /// and have our columns (the same comparison as [`BigQuery::ensure_table`]). Returns the
+    /// notes about differences that do not stop the sink (descriptions, partitioning,
+    /// clustering).
     ///
-    /// Fails with [`EnsureError::NotFound`] when the dataset or the table is missing (run
+    /// Fails with [`EnsureError::NotFound`] when the dataset or a table is missing (run
     /// `create-bq-table`), [`EnsureError::SchemaMismatch`] or [`EnsureError::WrongKind`] when
-    /// the table is not ours, and [`EnsureError::Api`] when BigQuery cannot be asked
+    /// a table is not ours, and [`EnsureError::Api`] when BigQuery cannot be asked
     /// ([`EnsureError::is_transient`] says whether that may pass).
     pub async fn check_table(&self) -> Result<Vec<String>, EnsureError> {
-        let path = self.table_path();
+        let mut notes = self.check_spec_table(&self.output_spec()).await?;
+        notes.extend(self.check_spec_table(&self.touches_spec()).await?);
+        Ok(notes)
+    }
+
+    async fn check_spec_table(&self, spec: &TableSpec) -> Result<Vec<String>, EnsureError> {
+        let path = &spec.path;
         let found = self
             .client
             .table()
-            .get(&self.project, &self.dataset, &self.table, None)
+            .get(&self.project, &self.dataset, &spec.id, None)
             .await
             .map_err(|e| ApiError::from_bq(format!("get table {path}"), e));
         match found {
-            Ok(t) => self.check_existing(&t),
+            Ok(t) => check_existing(&t, spec),
             Err(e) if e.is_not_found() => {
                 let dataset_path = format!("{}.{}", self.project, self.dataset);
                 let dataset = self
@@ -401,7 +531,7 @@ impl BigQuery {
                     Err(e) => Err(e.into()),
                     Ok(_) => Err(EnsureError::NotFound {
                         kind: "table",
-                        name: path,
+                        name: path.clone(),
                     }),
                 }
             }
@@ -453,42 +583,24 @@ impl BigQuery {
         }
     }
 
-    /// Reads an existing table and checks it is ours.
-    fn check_existing(&self, t: &Table) -> Result<Vec<String>, EnsureError> {
-        let kind = t.r#type.as_deref().unwrap_or("TABLE");
-        if kind != "TABLE" {
-            return Err(EnsureError::WrongKind {
-                name: self.table_path(),
-                expected: "TABLE",
-                found: kind.to_owned(),
-            });
-        }
-        let (diffs, mut notes) = compare_schema(&t.schema);
-        if !diffs.is_empty() {
-            return Err(EnsureError::SchemaMismatch {
-                table: self.table_path(),
-                differences: diffs,
-            });
-        }
-        notes.extend(layout_notes(t));
-        Ok(notes)
-    }
-
-    async fn ensure_output_table(&self) -> Result<(EnsureOutcome, Vec<String>), EnsureError> {
-        let path = self.table_path();
+    async fn ensure_spec_table(
+        &self,
+        spec: &TableSpec,
+    ) -> Result<(EnsureOutcome, Vec<String>), EnsureError> {
+        let path = &spec.path;
         let get = || async {
             self.client
                 .table()
-                .get(&self.project, &self.dataset, &self.table, None)
+                .get(&self.project, &self.dataset, &spec.id, None)
                 .await
                 .map_err(|e| ApiError::from_bq(format!("get table {path}"), e))
         };
         match get().await {
-            Ok(t) => return Ok((EnsureOutcome::Existed, self.check_existing(&t)?)),
+            Ok(t) => return Ok((EnsureOutcome::Existed, check_existing(&t, spec)?)),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
-        let table = output_table(&self.project, &self.dataset, &self.table);
+        let table = table_resource(&self.project, &self.dataset, spec);
         match self.client.table().create(table).await {
             Ok(_) => Ok((EnsureOutcome::Created, Vec::new())),
             Err(e) => {
@@ -496,7 +608,7 @@ impl BigQuery {
                 if e.is_conflict() {
                     // Someone created it between our get and create: check theirs.
                     let t = get().await?;
-                    Ok((EnsureOutcome::Existed, self.check_existing(&t)?))
+                    Ok((EnsureOutcome::Existed, check_existing(&t, spec)?))
                 } else {
                     Err(e.into())
                 }
@@ -504,7 +616,7 @@ impl BigQuery {
         }
     }
 
-    async fn ensure_primary_key(&self) -> Result<PrimaryKeyOutcome, EnsureError> {
+    async fn ensure_primary_key(&self, spec: &TableSpec) -> Result<PrimaryKeyOutcome, EnsureError> {
         // Real BigQuery lists declared keys in INFORMATION_SCHEMA; the emulator refuses the
         // query, and then we just try the DDL.
         let sql = format!(
@@ -516,7 +628,7 @@ impl BigQuery {
              ORDER BY k.ordinal_position",
             p = self.project,
             d = self.dataset,
-            t = self.table,
+            t = spec.id,
         );
         match self.query(&sql).await {
             Ok(rows) if !rows.is_empty() => {
@@ -533,8 +645,8 @@ impl BigQuery {
         }
         let ddl = format!(
             "ALTER TABLE `{}` ADD PRIMARY KEY ({}) NOT ENFORCED",
-            self.table_path(),
-            PRIMARY_KEY.join(", ")
+            spec.path,
+            spec.key.join(", ")
         );
         match self.query(&ddl).await {
             Ok(_) => Ok(PrimaryKeyOutcome::Applied),
@@ -561,13 +673,18 @@ impl BigQuery {
         }
     }
 
-    async fn ensure_view(&self) -> Result<(EnsureOutcome, Vec<String>), EnsureError> {
-        let view = self.view();
-        let path = self.view_path();
+    /// Creates the view `view` (an id in the dataset) as `sql` unless it exists; an existing
+    /// view with another definition is noted and left alone.
+    async fn ensure_view(
+        &self,
+        view: &str,
+        sql: &str,
+    ) -> Result<(EnsureOutcome, Vec<String>), EnsureError> {
+        let path = format!("{}.{}.{view}", self.project, self.dataset);
         match self
             .client
             .table()
-            .get(&self.project, &self.dataset, &view, None)
+            .get(&self.project, &self.dataset, view, None)
             .await
         {
             Ok(t) => {
@@ -581,7 +698,7 @@ impl BigQuery {
                 }
                 let mut notes = Vec::new();
                 if let Some(def) = &t.view {
-                    if def.query != dedup_view_sql(&self.table_path(), PRIMARY_KEY) {
+                    if def.query != sql {
                         notes.push(format!(
                             "view {path} has another definition than ours; left unchanged: {}",
                             def.query
@@ -597,13 +714,31 @@ impl BigQuery {
                 }
             }
         }
-        let ddl = format!(
-            "CREATE VIEW IF NOT EXISTS `{path}` AS {}",
-            dedup_view_sql(&self.table_path(), PRIMARY_KEY)
-        );
+        let ddl = format!("CREATE VIEW IF NOT EXISTS `{path}` AS {sql}");
         self.query(&ddl).await?;
         Ok((EnsureOutcome::Created, Vec::new()))
     }
+}
+
+/// Checks that an existing table is ours: a table with `spec`'s columns.
+fn check_existing(t: &Table, spec: &TableSpec) -> Result<Vec<String>, EnsureError> {
+    let kind = t.r#type.as_deref().unwrap_or("TABLE");
+    if kind != "TABLE" {
+        return Err(EnsureError::WrongKind {
+            name: spec.path.clone(),
+            expected: "TABLE",
+            found: kind.to_owned(),
+        });
+    }
+    let (diffs, mut notes) = compare_schema(&t.schema, spec.columns);
+    if !diffs.is_empty() {
+        return Err(EnsureError::SchemaMismatch {
+            table: spec.path.clone(),
+            differences: diffs,
+        });
+    }
+    notes.extend(layout_notes(t, spec));
+    Ok(notes)
 }
 
 #[cfg(test)]
@@ -612,9 +747,26 @@ mod tests {
 
     #[test]
     fn our_own_schema_has_no_differences() {
-        let (diffs, notes) = compare_schema(&output_schema());
+        let (diffs, notes) = compare_schema(&schema_of(OUTPUT_COLUMNS), OUTPUT_COLUMNS);
         assert!(diffs.is_empty(), "{diffs:?}");
         assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    #[test]
+    fn a_touches_table_is_compared_with_the_touch_columns() {
+        let (diffs, notes) = compare_schema(&schema_of(TOUCH_COLUMNS), TOUCH_COLUMNS);
+        assert!(diffs.is_empty() && notes.is_empty(), "{diffs:?} {notes:?}");
+        // An output table where the touches table should be: every touch-only column named.
+        let (diffs, _) = compare_schema(&schema_of(OUTPUT_COLUMNS), TOUCH_COLUMNS);
+        let text: Vec<String> = diffs.iter().map(ToString::to_string).collect();
+        assert!(
+            text.contains(&"column credit is missing (expected NUMERIC REQUIRED)".to_owned()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"column click_id has mode NULLABLE, expected REQUIRED".to_owned()),
+            "{text:?}"
+        );
     }
 
     #[test]
@@ -630,7 +782,7 @@ mod tests {
             }
         }
         fields.push(TableFieldSchema::integer("extra"));
-        let (diffs, _) = compare_schema(&TableSchema::new(fields));
+        let (diffs, _) = compare_schema(&TableSchema::new(fields), OUTPUT_COLUMNS);
         let text: Vec<String> = diffs.iter().map(ToString::to_string).collect();
         assert_eq!(
             text,
@@ -651,7 +803,7 @@ mod tests {
                 f.mode = None;
             }
         }
-        let (diffs, _) = compare_schema(&TableSchema::new(fields));
+        let (diffs, _) = compare_schema(&TableSchema::new(fields), OUTPUT_COLUMNS);
         assert!(diffs.is_empty(), "{diffs:?}");
     }
 }

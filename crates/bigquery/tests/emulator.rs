@@ -362,6 +362,7 @@ async fn a_missing_table_is_a_permanent_error() {
         emulator_grpc_host: None,
         dataset: bq.dataset().to_owned(),
         table: "no_such_table".into(),
+        touches_table: "attributed_touches".into(),
         location: None,
     };
     let other = BigQuery::connect(&common::gcp(), &args)
@@ -441,6 +442,7 @@ async fn a_dataset_in_another_location_is_noted() {
         emulator_grpc_host: None,
         dataset: bq.dataset().to_owned(),
         table: bq.table().to_owned(),
+        touches_table: bq.touches_table().to_owned(),
         location: Some("asia-northeast1".into()),
     };
     let elsewhere = BigQuery::connect(&common::gcp(), &args)

@@ -194,7 +194,7 @@ async fn epoch_rows_stay_invisible_until_committed_and_commit_twice_is_fine() {
     );
     assert_eq!(count_rows(&bq).await, 1_000);
     // A restarted process commits the checkpoint's stream again: a no-op.
-    let mut again = EpochWriter::new(writer);
+    let mut again = EpochWriter::<AttributedRow>::new(writer);
     assert_eq!(
         again.commit(&name).await.expect("commit again"),
         CommitOutcome::Visible(0)

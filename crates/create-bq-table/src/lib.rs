@@ -12,8 +12,10 @@ use clap::Parser;
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
 use firstclick_cli::{GcpArgs, LogArgs};
 
-/// Create the firstclick BigQuery dataset, table (partitioned by day of checkout_time,
-/// clustered by user_id), primary key and `{table}_dedup` view, if missing.
+/// Create the firstclick BigQuery dataset, output table (partitioned by day of checkout_time,
+/// clustered by user_id), touches table (partitioned by day of checkout_time, clustered by
+/// attribution_model and product_id), their primary keys and `_dedup` views, and the
+/// `model_comparison` view, if missing.
 #[derive(Parser, Debug)]
 #[command(name = "create-bq-table", version, about)]
 pub struct CreateBqTableCli {
@@ -28,8 +30,8 @@ pub struct CreateBqTableCli {
     pub log: LogArgs,
 }
 
-/// Creates whatever is missing of the dataset, the table, its primary key and the view, and
-/// prints the report on stdout.
+/// Creates whatever is missing of the dataset, the two tables, their primary keys and the
+/// views, and prints the report on stdout.
 pub async fn run(cli: CreateBqTableCli) -> anyhow::Result<()> {
     let target = format!(
         "{}.{}.{}",
@@ -40,7 +42,8 @@ pub async fn run(cli: CreateBqTableCli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set up a BigQuery client for {target}"))?;
     let report = bq.ensure_table().await.with_context(|| {
         format!(
-            "cannot create the output table {target}{}",
+            "cannot create the output tables {target} and {}{}",
+            bq.touches_table_path(),
             if bq.is_emulator() {
                 " on the emulator"
             } else {

@@ -48,14 +48,22 @@ fn creates_then_reports_existing_objects() {
     assert!(out.contains("attributed_checkouts: created"), "{out}");
     assert!(out.contains("attributed_checkouts_dedup: created"), "{out}");
     assert!(
-        out.contains("primary key (checkout_id) NOT ENFORCED"),
+        out.contains("primary key (checkout_id, attribution_model) NOT ENFORCED"),
+        "{out}"
+    );
+    assert!(out.contains("attributed_touches: created"), "{out}");
+    assert!(out.contains("attributed_touches_dedup: created"), "{out}");
+    assert!(out.contains("model_comparison: created"), "{out}");
+    assert!(
+        out.contains("primary key (checkout_id, attribution_model, click_id) NOT ENFORCED"),
         "{out}"
     );
 
     let second = run(&host, &dataset);
     let out = text(&second.stdout);
     assert!(second.status.success(), "{out}\n{}", text(&second.stderr));
-    assert_eq!(out.matches("already existed").count(), 3, "{out}");
+    // The dataset, both tables and the three views.
+    assert_eq!(out.matches("already existed").count(), 6, "{out}");
 }
 
 #[test]

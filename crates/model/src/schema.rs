@@ -3,7 +3,8 @@
 //! `create-bq-table` builds the BigQuery table from [`OUTPUT_COLUMNS`], the BigQuery sink and the
 //! file sink write rows whose JSON keys are exactly these names in this order (a test in
 //! [`crate::row`] holds the row to it), and the deduplicating view is derived from
-//! [`PRIMARY_KEY`].
+//! [`PRIMARY_KEY`]. The touches table of multi-touch models ([`TOUCH_COLUMNS`], [`TOUCH_KEY`]) is
+//! defined the same way, and [`model_comparison_sql`] compares the models over both.
 
 /// A column's BigQuery type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,5 +200,39 @@ pub fn dedup_view_sql(table: &str, key: &[&str]) -> String {
         "SELECT * EXCEPT (row_number) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {} \
          ORDER BY processed_at) AS row_number FROM `{table}`) WHERE row_number = 1",
         key.join(", ")
+    )
+}
+
+/// The columns the touches table is clustered by: the comparison view groups by them.
+pub const TOUCH_CLUSTER_COLUMNS: &[&str] = &["attribution_model", "product_id"];
+
+/// The name of the view that compares the models ([`model_comparison_sql`]).
+pub const COMPARISON_VIEW: &str = "model_comparison";
+
+/// The SQL of the view that compares the models: one row per `attribution_model` and
+/// `product_id`, with `conversions` (NUMERIC) and `credited_revenue` (NUMERIC).
+///
+/// Single-touch models (first and last click) come from `checkouts_dedup`, the output table's
+/// dedup view (fully qualified, without backticks): a checkout with a credited click is one
+/// conversion worth its `total_amount`. Multi-touch models come from `touches_dedup`, the
+/// touches table's dedup view: a click earns its `credit` of a conversion and its
+/// `credited_revenue`. Organic checkouts count for no model. Every aggregate is aliased and
+/// both halves have the same types, which the BigQuery emulator needs (docs/design.md §9).
+pub fn model_comparison_sql(checkouts_dedup: &str, touches_dedup: &str) -> String {
+    let single: Vec<String> = crate::row::AttributionModel::ALL
+        .iter()
+        .filter(|m| !m.is_multi_touch())
+        .map(|m| format!("'{}'", m.as_str()))
+        .collect();
+    format!(
+        "SELECT attribution_model, product_id, CAST(COUNT(*) AS NUMERIC) AS conversions, \
+         SUM(total_amount) AS credited_revenue FROM `{checkouts_dedup}` \
+         WHERE click_id IS NOT NULL AND attribution_model IN ({}) \
+         GROUP BY attribution_model, product_id \
+         UNION ALL \
+         SELECT attribution_model, product_id, SUM(credit) AS conversions, \
+         SUM(credited_revenue) AS credited_revenue FROM `{touches_dedup}` \
+         GROUP BY attribution_model, product_id",
+        single.join(", ")
     )
 }

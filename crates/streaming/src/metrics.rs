@@ -26,6 +26,8 @@ pub(crate) struct Metrics {
     pub(crate) rows_written: AtomicU64,
     /// Of those, with a click.
     pub(crate) rows_attributed: AtomicU64,
+    /// Touch rows of multi-touch models written to the touches table.
+    pub(crate) touches_written: AtomicU64,
     /// Rows BigQuery refused for good (dead-lettered).
     pub(crate) rows_rejected: AtomicU64,
     /// Storage Write: rows made visible by committing their epoch's stream.
@@ -157,7 +159,7 @@ impl Metrics {
     /// All metrics in Prometheus' text exposition format.
     pub(crate) fn prometheus(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "firstclick_compactions_total",
                 "Base snapshots written.",
@@ -212,6 +214,11 @@ impl Metrics {
                 "firstclick_rows_attributed_total",
                 "Rows written with a click.",
                 &self.rows_attributed,
+            ),
+            (
+                "firstclick_touch_rows_written_total",
+                "Touch rows (click credits of multi-touch models) written to the touches table.",
+                &self.touches_written,
             ),
             (
                 "firstclick_rows_rejected_total",

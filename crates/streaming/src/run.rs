@@ -178,8 +178,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
                     "set BIGQUERY_WRITE_API=insert-all, or BIGQUERY_EMULATOR_HOST for the emulator",
                 )
             })?;
+            let touches = writer.for_touches(&bigquery);
             RowSink::epochs(
                 EpochWriter::new(writer),
+                EpochWriter::new(touches),
                 metrics.clone(),
                 shutdown.forced.clone(),
             )

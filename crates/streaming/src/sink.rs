@@ -1,20 +1,28 @@
 //! The worker's row sink: BigQuery by the write path the flags chose, with its bookkeeping
 //! (written, to retry, refused with a reason) and its waits through outages. The worker hands
-//! it an epoch's rows and gets back the rows BigQuery refuses for good, to dead-letter.
+//! it an epoch's rows and touch rows and gets back those BigQuery refuses for good, to
+//! dead-letter ([`Refused`]).
 //!
-//! - `insert-all`: `tabledata.insertAll` with `insertId = checkout_id`; rows are visible when
-//!   written, so a crash between the write and the checkpoint writes them again (the `_dedup`
-//!   view hides that; BigQuery's insertId de-duplication is best effort).
-//! - `storage-write`: [`EpochWriter`], one PENDING stream per checkpoint epoch, committed after
-//!   the checkpoint (the delivery core's two-phase rows): exactly one row per checkout in the
-//!   raw table.
+//! Rows go to the output table, touch rows (multi-touch models) to the touches table, on the
+//! same path with the same retries (docs/design.md §4.2, §5):
+//! - `insert-all`: `tabledata.insertAll` with the table's key as insertId; rows are visible
+//!   when written, so a crash between the write and the checkpoint writes them again (the
+//!   `_dedup` views hide that; BigQuery's insertId de-duplication is best effort).
+//! - `storage-write`: two [`EpochWriter`]s, one per table, each with a PENDING stream per
+//!   checkpoint epoch; [`RowSink::prepare`] finalizes both and names both streams in one
+//!   [`EpochTransaction`], which the checkpoint stores and [`RowSink::commit`] commits (both
+//!   streams, each idempotently) after it: exactly one row per key in both raw tables.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::bail;
 use clap::ValueEnum;
-use firstclick_bigquery::{BigQuery, CommitOutcome, EpochWriter, RefusedRow};
+use firstclick_bigquery::{
+    BigQuery, CommitOutcome, EpochTransaction, EpochWriter, InsertError, InsertReport, RefusedRow,
+    TableRow,
+};
 use firstclick_model::{AttributedRow, TouchRow};
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +47,19 @@ impl WriteApi {
 
 enum Path {
     InsertAll(BigQuery),
-    Epochs(EpochWriter),
+    Epochs {
+        rows: EpochWriter,
+        touches: EpochWriter<TouchRow>,
+    },
+}
+
+/// What BigQuery refused for good in one [`RowSink::write`]: dead-letter these.
+#[derive(Debug, Default)]
+pub(crate) struct Refused {
+    /// Output rows.
+    pub(crate) rows: Vec<RefusedRow>,
+    /// Touch rows.
+    pub(crate) touches: Vec<RefusedRow<TouchRow>>,
 }
 
 /// See the module documentation.
@@ -63,154 +83,252 @@ impl RowSink {
         }
     }
 
-    /// Rows through pending streams, one per epoch.
+    /// Rows and touch rows through pending streams, one per epoch and table.
     pub(crate) fn epochs(
-        writer: EpochWriter,
+        rows: EpochWriter,
+        touches: EpochWriter<TouchRow>,
         metrics: Arc<Metrics>,
         forced: CancellationToken,
     ) -> Self {
         RowSink {
-            path: Path::Epochs(writer),
+            path: Path::Epochs { rows, touches },
             metrics,
             forced,
         }
     }
 
-    /// Writes `rows` as part of `epoch`, waiting through outages (until the forced stop);
-    /// returns the rows BigQuery refuses for good.
+    /// Writes `rows` and `touches` as part of `epoch`, waiting through outages (until the
+    /// forced stop); returns those BigQuery refuses for good.
     pub(crate) async fn write(
         &mut self,
         epoch: u64,
         rows: Vec<AttributedRow>,
         touches: Vec<TouchRow>,
-    ) -> anyhow::Result<Vec<RefusedRow>> {
-        let _pending_touches_table = touches;
+    ) -> anyhow::Result<Refused> {
         let attempted = rows.len();
         let attributed = rows.iter().filter(|r| r.click.is_some()).count();
+        let touches_attempted = touches.len();
         let refused = match &mut self.path {
-            Path::InsertAll(bq) => insert_all(bq, rows, &self.metrics, &self.forced).await?,
-            Path::Epochs(writer) => {
-                writer.stage(epoch, rows);
-                let mut outage = Outage::new("BigQuery");
-                loop {
-                    let started = Instant::now();
-                    let result = writer.send(epoch).await;
-                    Metrics::set(
-                        &self.metrics.last_insert_micros,
-                        started.elapsed().as_micros() as u64,
-                    );
-                    match result {
-                        Ok(refused) => {
-                            outage.recovered();
-                            break refused;
-                        }
-                        Err(e) if e.transient => {
-                            outage.failed(&e);
-                            if !outage.wait(&self.forced).await {
-                                bail!(
-                                    "stopped while BigQuery was down; {} rows not written \
-                                     (their messages are not acknowledged)",
-                                    writer.queued(epoch)
-                                );
-                            }
-                        }
-                        Err(e) => bail!(
-                            "BigQuery refuses the rows: {e}. Fix the table or the credentials \
-                             (see create-bq-table); nothing unwritten was acknowledged"
-                        ),
-                    }
+            Path::InsertAll(bq) => Refused {
+                rows: insert_all(bq, rows, &self.metrics, &self.forced).await?,
+                touches: insert_all(bq, touches, &self.metrics, &self.forced).await?,
+            },
+            Path::Epochs {
+                rows: row_writer,
+                touches: touch_writer,
+            } => {
+                row_writer.stage(epoch, rows);
+                touch_writer.stage(epoch, touches);
+                Refused {
+                    rows: send_epoch(row_writer, epoch, &self.metrics, &self.forced).await?,
+                    touches: send_epoch(touch_writer, epoch, &self.metrics, &self.forced).await?,
                 }
             }
         };
-        let refused_attributed = refused.iter().filter(|r| r.row.click.is_some()).count();
+        let refused_attributed = refused
+            .rows
+            .iter()
+            .filter(|r| r.row.click.is_some())
+            .count();
         Metrics::add(
             &self.metrics.rows_written,
-            (attempted - refused.len()) as u64,
+            (attempted - refused.rows.len()) as u64,
         );
         Metrics::add(
             &self.metrics.rows_attributed,
             (attributed - refused_attributed) as u64,
         );
+        Metrics::add(
+            &self.metrics.touches_written,
+            (touches_attempted - refused.touches.len()) as u64,
+        );
         Ok(refused)
     }
 
-    /// Two-phase rows: finalizes `epoch`'s rows; returns what commits them.
+    /// Two-phase rows: finalizes `epoch`'s streams in both tables; returns what commits them
+    /// (an [`EpochTransaction`]'s bytes), `None` when the epoch wrote nothing.
     pub(crate) async fn prepare(&mut self, epoch: u64) -> anyhow::Result<Option<Vec<u8>>> {
-        let Path::Epochs(writer) = &mut self.path else {
+        let Path::Epochs { rows, touches } = &mut self.path else {
             return Ok(None);
         };
-        let mut outage = Outage::new("BigQuery");
-        loop {
-            match writer.prepare(epoch).await {
-                Ok(name) => {
-                    outage.recovered();
-                    return Ok(name.map(String::into_bytes));
-                }
-                Err(e) if e.transient => {
-                    outage.failed(&e);
-                    if !outage.wait(&self.forced).await {
-                        bail!("stopped while BigQuery was down; epoch {epoch} not prepared (its messages are not acknowledged)");
-                    }
-                }
-                Err(e) => bail!("cannot finalize the rows of epoch {epoch}: {e}"),
-            }
-        }
+        // One loop per table: a finalized stream leaves its writer's open epochs, so the
+        // touches' retries must not prepare the rows again.
+        let transaction = EpochTransaction {
+            rows: prepare_epoch(rows, epoch, &self.forced).await?,
+            touches: prepare_epoch(touches, epoch, &self.forced).await?,
+        };
+        Ok((!transaction.is_empty()).then(|| transaction.to_bytes()))
     }
 
-    /// Two-phase rows: commits `transaction` (a pending stream's name).
+    /// Two-phase rows: commits `transaction` (both streams it names; committing a committed
+    /// stream is success, so a restore may commit it again).
     pub(crate) async fn commit(&mut self, transaction: Vec<u8>) -> anyhow::Result<()> {
-        let name = String::from_utf8_lossy(&transaction).into_owned();
-        let Path::Epochs(writer) = &mut self.path else {
+        let Some(t) = EpochTransaction::from_bytes(&transaction) else {
             bail!(
-                "the checkpoint holds rows written with --bigquery-write-api storage-write that \
-                 a crash left uncommitted (stream {name}); start once with storage-write to \
-                 commit them, then switch"
+                "the checkpoint names a rows transaction this build cannot read ({:?}); was it \
+                 written by a newer version?",
+                String::from_utf8_lossy(&transaction)
             );
         };
-        let mut outage = Outage::new("BigQuery");
-        loop {
-            match writer.commit(&name).await {
-                Ok(CommitOutcome::Visible(rows)) => {
-                    outage.recovered();
-                    Metrics::add(&self.metrics.rows_committed, rows as u64);
-                    return Ok(());
-                }
-                Ok(CommitOutcome::Lost) => {
-                    // Only an emulator that restarted between our checkpoint and our commit
-                    // loses a pending stream; BigQuery keeps it until it is committed.
-                    Metrics::add(&self.metrics.streams_lost, 1);
-                    tracing::error!(
-                        stream = %name,
-                        "the pending stream of the last checkpoint is gone and its rows are not \
-                         in this process: they are lost (an emulator restart?)"
-                    );
-                    return Ok(());
-                }
-                Err(e) if e.transient => {
-                    outage.failed(&e);
-                    if !outage.wait(&self.forced).await {
-                        bail!("stopped while BigQuery was down; stream {name} not committed (the checkpoint names it: the next start commits it)");
-                    }
-                }
-                Err(e) => bail!("cannot commit stream {name}: {e}"),
-            }
+        let Path::Epochs { rows, touches } = &mut self.path else {
+            bail!(
+                "the checkpoint holds rows written with --bigquery-write-api storage-write that \
+                 a crash left uncommitted ({t}); start once with storage-write to commit them, \
+                 then switch"
+            );
+        };
+        if let Some(name) = &t.rows {
+            let n = commit_stream(rows, name, &self.metrics, &self.forced).await?;
+            Metrics::add(&self.metrics.rows_committed, n as u64);
         }
+        if let Some(name) = &t.touches {
+            commit_stream(touches, name, &self.metrics, &self.forced).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes what is staged for `epoch` in `writer`'s table, through outages; returns the rows
+/// refused for good.
+async fn send_epoch<R: TableRow>(
+    writer: &mut EpochWriter<R>,
+    epoch: u64,
+    metrics: &Metrics,
+    forced: &CancellationToken,
+) -> anyhow::Result<Vec<RefusedRow<R>>> {
+    let mut outage = Outage::new("BigQuery");
+    loop {
+        let started = Instant::now();
+        let result = writer.send(epoch).await;
+        Metrics::set(
+            &metrics.last_insert_micros,
+            started.elapsed().as_micros() as u64,
+        );
+        match result {
+            Ok(refused) => {
+                outage.recovered();
+                return Ok(refused);
+            }
+            Err(e) if e.transient => {
+                outage.failed(&e);
+                if !outage.wait(forced).await {
+                    bail!(
+                        "stopped while BigQuery was down; {} rows not written (their messages \
+                         are not acknowledged)",
+                        writer.queued(epoch)
+                    );
+                }
+            }
+            Err(e) => bail!(
+                "BigQuery refuses the rows: {e}. Fix the table or the credentials (see \
+                 create-bq-table); nothing unwritten was acknowledged"
+            ),
+        }
+    }
+}
+
+/// Finalizes `epoch`'s stream in `writer`'s table, through outages; its name, `None` when the
+/// epoch wrote nothing there.
+async fn prepare_epoch<R: TableRow>(
+    writer: &mut EpochWriter<R>,
+    epoch: u64,
+    forced: &CancellationToken,
+) -> anyhow::Result<Option<String>> {
+    let mut outage = Outage::new("BigQuery");
+    loop {
+        match writer.prepare(epoch).await {
+            Ok(name) => {
+                outage.recovered();
+                return Ok(name);
+            }
+            Err(e) if e.transient => {
+                outage.failed(&e);
+                if !outage.wait(forced).await {
+                    bail!("stopped while BigQuery was down; epoch {epoch} not prepared (its messages are not acknowledged)");
+                }
+            }
+            Err(e) => bail!("cannot finalize the rows of epoch {epoch}: {e}"),
+        }
+    }
+}
+
+/// Commits the finalized stream `name` of `writer`'s table, through outages; the rows it made
+/// visible that this process knew of.
+async fn commit_stream<R: TableRow>(
+    writer: &mut EpochWriter<R>,
+    name: &str,
+    metrics: &Metrics,
+    forced: &CancellationToken,
+) -> anyhow::Result<usize> {
+    let mut outage = Outage::new("BigQuery");
+    loop {
+        match writer.commit(name).await {
+            Ok(CommitOutcome::Visible(rows)) => {
+                outage.recovered();
+                return Ok(rows);
+            }
+            Ok(CommitOutcome::Lost) => {
+                // Only an emulator that restarted between our checkpoint and our commit
+                // loses a pending stream; BigQuery keeps it until it is committed.
+                Metrics::add(&metrics.streams_lost, 1);
+                tracing::error!(
+                    stream = %name,
+                    "the pending stream of the last checkpoint is gone and its rows are not \
+                     in this process: they are lost (an emulator restart?)"
+                );
+                return Ok(0);
+            }
+            Err(e) if e.transient => {
+                outage.failed(&e);
+                if !outage.wait(forced).await {
+                    bail!("stopped while BigQuery was down; stream {name} not committed (the checkpoint names it: the next start commits it)");
+                }
+            }
+            Err(e) => bail!("cannot commit stream {name}: {e}"),
+        }
+    }
+}
+
+/// The insertAll of either table.
+trait Insert: TableRow {
+    /// Inserts `rows` into their table.
+    fn insert<'a>(
+        bq: &'a BigQuery,
+        rows: &'a [Self],
+    ) -> impl Future<Output = Result<InsertReport, InsertError>> + Send + 'a;
+}
+
+impl Insert for AttributedRow {
+    fn insert<'a>(
+        bq: &'a BigQuery,
+        rows: &'a [Self],
+    ) -> impl Future<Output = Result<InsertReport, InsertError>> + Send + 'a {
+        bq.insert_rows(rows)
+    }
+}
+
+impl Insert for TouchRow {
+    fn insert<'a>(
+        bq: &'a BigQuery,
+        rows: &'a [Self],
+    ) -> impl Future<Output = Result<InsertReport, InsertError>> + Send + 'a {
+        bq.insert_touches(rows)
     }
 }
 
 /// The insertAll path: retries the rows BigQuery refuses for a passing reason and those of a
 /// failed request; returns the ones it refuses for good.
-async fn insert_all(
+async fn insert_all<R: Insert>(
     bq: &BigQuery,
-    mut rows: Vec<AttributedRow>,
+    mut rows: Vec<R>,
     metrics: &Metrics,
     forced: &CancellationToken,
-) -> anyhow::Result<Vec<RefusedRow>> {
+) -> anyhow::Result<Vec<RefusedRow<R>>> {
     let mut outage = Outage::new("BigQuery");
     let mut refused = Vec::new();
     while !rows.is_empty() {
         let started = Instant::now();
-        let result = bq.insert_rows(&rows).await;
+        let result = R::insert(bq, &rows).await;
         Metrics::set(
             &metrics.last_insert_micros,
             started.elapsed().as_micros() as u64,

@@ -391,8 +391,16 @@ impl Worker {
             .iter()
             .filter_map(|r| self.published.remove(&r.checkout.checkout_id))
             .collect();
-        for refused in self.io.sink.write(epoch, rows, touches).await? {
-            self.dead_letter_row(&refused.row, &refused.reason).await?;
+        let refused = self.io.sink.write(epoch, rows, touches).await?;
+        for r in refused.rows {
+            let id = r.row.checkout.checkout_id.to_string();
+            self.dead_letter("row", &id, r.row.to_json(), &r.reason)
+                .await?;
+        }
+        for t in refused.touches {
+            let id = t.row.checkout_id.to_string();
+            self.dead_letter("touch", &id, t.row.to_json(), &t.reason)
+                .await?;
         }
         if self.core.config().two_phase_rows {
             self.written_at.entry(epoch).or_default().extend(times);
@@ -410,10 +418,22 @@ impl Worker {
         }
     }
 
-    async fn dead_letter_row(&self, row: &AttributedRow, reason: &str) -> anyhow::Result<()> {
+    /// Publishes a row (`stream` = `row`) or touch row (`touch`) BigQuery refused for good to
+    /// the dead-letter topic, retrying until it is out.
+    async fn dead_letter(
+        &self,
+        stream: &'static str,
+        checkout_id: &str,
+        json: String,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         Metrics::add(&self.metrics.rows_rejected, 1);
-        tracing::error!(checkout_id = %row.checkout.checkout_id, reason, "BigQuery refused a row: dead-lettered");
-        let json = row.to_json();
+        tracing::error!(
+            checkout_id,
+            stream,
+            reason,
+            "BigQuery refused a row: dead-lettered"
+        );
         let publisher = self.io.dead_letter.clone();
         retry(
             "Pub/Sub (dead letters)",
@@ -423,7 +443,7 @@ impl Worker {
                 publisher.publish(
                     OutgoingMessage::new(json.clone().into_bytes())
                         .with_attribute("reason", reason)
-                        .with_attribute("stream", "row"),
+                        .with_attribute("stream", stream),
                 )
             },
         )

@@ -55,6 +55,7 @@ impl Setup {
             emulator_grpc_host: None,
             dataset: self.dataset.clone(),
             table: "attributed_checkouts".into(),
+            touches_table: "attributed_touches".into(),
             location: None,
         }
     }

@@ -26,7 +26,10 @@ use firstclick_pubsub::{
 use firstclick_redis::{RedisArgs, UserDirectory};
 
 mod common;
-use common::{append_sentinel, by_checkout, count_rows, env, expected_rows, normalize, Proc};
+use common::{
+    append_sentinel, by_checkout, count_rows, env, expected_rows, expected_rows_and_touches, keyed,
+    nanos, normalize, Proc,
+};
 
 struct Names {
     suffix: String,
@@ -52,6 +55,7 @@ impl Names {
             emulator_grpc_host: None,
             dataset: format!("e2e_{}", self.suffix.replace('-', "_")),
             table: "attributed_checkouts".into(),
+            touches_table: "attributed_touches".into(),
             location: None,
         }
     }
@@ -65,6 +69,17 @@ fn gcp() -> GcpArgs {
 }
 
 fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32, write_api: &str) -> Proc {
+    start_streaming_with(names, log, idle_timeout_secs, write_api, &[])
+}
+
+/// [`start_streaming`] with more environment variables.
+fn start_streaming_with(
+    names: &Names,
+    log: &Path,
+    idle_timeout_secs: u32,
+    write_api: &str,
+    extra_env: &[(&str, &str)],
+) -> Proc {
     let pubsub = names.pubsub();
     let bigquery = names.bigquery();
     let log = std::fs::File::create(log).expect("log file");
@@ -91,6 +106,7 @@ fn start_streaming(names: &Names, log: &Path, idle_timeout_secs: u32, write_api:
         .env("STATS_INTERVAL_SECS", "2")
         .env("METRICS_ADDR", "127.0.0.1:0")
         .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -302,6 +318,177 @@ async fn end_to_end(write_api: &str) {
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(code.success(), "exit status {code}; log:\n{log_text}");
     assert!(log_text.contains("stopped cleanly"), "{log_text}");
+}
+
+/// Every model at once on the exactly-once path: the output table holds one row per checkout
+/// and model, the touches table one row per checkout, click and multi-touch model, both equal
+/// to the replay (`streaming replay --model ... --touches`), and `model_comparison` answers
+/// with the sums of the replay's rows, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_touch_models_write_both_tables_equal_to_the_replay() {
+    const MODELS: &str = "first_click,linear,time_decay,position_based";
+    firstclick_pubsub::install_crypto_provider();
+    let names = Names {
+        suffix: format!("mt{:08x}", rand_suffix()),
+    };
+    let (gcp, pubsub, bq) = provision(&names).await;
+    let config = GeneratorConfig {
+        clicks: Some(1_500),
+        // The users (seed and count) of the other tests here: they share Redis's `user_{id}`
+        // keys while running in parallel.
+        seed: 11,
+        users: 200,
+        disorder_secs: 5.0,
+        duplicate_rate: 0.02,
+        organic_rate: 0.05,
+        event_rate: 50.0,
+        ..GeneratorConfig::default()
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = DataSetPaths::in_dir(dir.path());
+    write_data_set(Generator::new(config.clone()), &files, |_| {}).expect("files");
+    let conn = Connection::connect(&gcp, &pubsub).await.expect("Pub/Sub");
+    let redis = RedisArgs {
+        redis_url: env("REDIS_URL"),
+        ..RedisArgs::default()
+    };
+    let users = UserDirectory::new(&redis).expect("Redis settings");
+    let target = PublishTarget {
+        conn: &conn,
+        click_topic: &pubsub.click_topic,
+        checkout_topic: &pubsub.checkout_topic,
+        users: &users,
+        rate: 0.0,
+        max_in_flight: 1000,
+    };
+    let (_, published) = publish(Generator::new(config), target, |_| {})
+        .await
+        .expect("published");
+    let sentinel = append_sentinel(&files);
+    Publisher::new(&conn, &pubsub.click_topic)
+        .await
+        .expect("publisher")
+        .publish(OutgoingMessage::new(sentinel.into_bytes()))
+        .await
+        .expect("sentinel published");
+
+    let (want_rows, want_touches) = expected_rows_and_touches(&files, dir.path(), MODELS);
+    let expected = keyed(&want_rows, false);
+    let expected_touches = keyed(&want_touches, true);
+    assert_eq!(expected.len(), want_rows.len());
+    assert!(
+        expected_touches.len() > expected.len() / 4,
+        "{} touches",
+        expected_touches.len()
+    );
+
+    let log = dir.path().join("streaming.log");
+    let mut service = start_streaming_with(
+        &names,
+        &log,
+        10,
+        "storage-write",
+        &[("ATTRIBUTION_MODEL", MODELS)],
+    );
+    let started = Instant::now();
+    let (mut n, mut t) = (0, 0);
+    while started.elapsed() < Duration::from_secs(240) {
+        n = count_rows(&bq, &bq.table_path()).await;
+        t = count_rows(&bq, &bq.touches_table_path()).await;
+        if n >= expected.len() && t >= expected_touches.len() {
+            break;
+        }
+        if let Some(Ok(Some(status))) = service.0.as_mut().map(|c| c.try_wait()) {
+            panic!(
+                "streaming exited early with {status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        n,
+        expected.len(),
+        "rows after {elapsed:?}; log:\n{}",
+        log_text()
+    );
+    assert_eq!(
+        t,
+        expected_touches.len(),
+        "touch rows after {elapsed:?}; log:\n{}",
+        log_text()
+    );
+    let report = format!(
+        "e2e (storage-write, {MODELS}): {published} messages -> {n} rows and {t} touch rows \
+         in {:.1} s, both tables equal to the replay",
+        elapsed.as_secs_f64()
+    );
+    println!("{report}");
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-multi-touch.report"),
+        &report,
+    );
+
+    // Both raw tables, row for row (exactly once: no dedup view needed).
+    let rows = bq
+        .query(&format!("SELECT * FROM `{}`", bq.table_path()))
+        .await
+        .expect("rows");
+    assert_eq!(keyed(&rows, false), expected, "output table");
+    let touches = bq
+        .query(&format!("SELECT * FROM `{}`", bq.touches_table_path()))
+        .await
+        .expect("touches");
+    assert_eq!(keyed(&touches, true), expected_touches, "touches table");
+
+    // The comparison view: the replay's sums per model and product, in billionths.
+    let mut want: std::collections::BTreeMap<(String, String), (i128, i128)> = Default::default();
+    let text = |r: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        r.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for r in &want_rows {
+        let model = text(r, "attribution_model");
+        if model != "first_click" || r.get("click_id").is_none_or(|c| c.is_null()) {
+            continue;
+        }
+        let e = want.entry((model, text(r, "product_id"))).or_default();
+        e.0 += 1_000_000_000;
+        e.1 += r.get("total_amount").and_then(nanos).unwrap_or(0);
+    }
+    for r in &want_touches {
+        let e = want
+            .entry((text(r, "attribution_model"), text(r, "product_id")))
+            .or_default();
+        e.0 += r.get("credit").and_then(nanos).expect("credit");
+        e.1 += r.get("credited_revenue").and_then(nanos).unwrap_or(0);
+    }
+    let answer = bq
+        .query(&format!(
+            "SELECT attribution_model, product_id, conversions, credited_revenue FROM `{}`",
+            bq.comparison_view_path()
+        ))
+        .await
+        .expect("model_comparison answers");
+    let got: std::collections::BTreeMap<(String, String), (i128, i128)> = answer
+        .iter()
+        .map(|r| {
+            (
+                (text(r, "attribution_model"), text(r, "product_id")),
+                (
+                    r.get("conversions").and_then(nanos).expect("conversions"),
+                    r.get("credited_revenue").and_then(nanos).unwrap_or(0),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "model and product pairs");
+    assert_eq!(got, want, "model_comparison");
+    service.kill();
 }
 
 /// Thousands of malformed messages of every kind, 1 MB payloads among them, mixed into a good

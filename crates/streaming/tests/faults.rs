@@ -115,6 +115,7 @@ impl Setup {
             emulator_grpc_host: None,
             dataset: "faults".into(),
             table: "attributed_checkouts".into(),
+            touches_table: "attributed_touches".into(),
             location: None,
         }
     }

@@ -60,6 +60,7 @@ impl Names {
             emulator_grpc_host: None,
             dataset: self.dataset(),
             table: "attributed_checkouts".into(),
+            touches_table: "attributed_touches".into(),
             location: None,
         }
     }

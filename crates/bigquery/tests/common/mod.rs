@@ -63,6 +63,7 @@ pub(crate) async fn fresh(test: &str) -> BigQuery {
         emulator_grpc_host: None,
         dataset: fresh_dataset(test),
         table: "attributed_checkouts".into(),
+        touches_table: "attributed_touches".into(),
         location: None,
     };
     BigQuery::connect(&gcp(), &args)

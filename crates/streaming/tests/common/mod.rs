@@ -229,3 +229,114 @@ pub(crate) fn start_redis(port: u16, dir: &Path, append_only: bool) -> Proc {
     wait_port(port, "redis-server");
     Proc(Some(child))
 }
+
+/// Rows keyed by (checkout id, model), touch rows by (checkout id, model, click id).
+pub(crate) type Keyed = BTreeMap<(String, String, String), Value>;
+
+/// A NUMERIC as exact integer billionths, from decimal text (BigQuery's answer or the
+/// replay's JSON string) or from a JSON float rounded to 9 decimals (the replay's
+/// `total_amount`, written as BigQuery stores it).
+pub(crate) fn nanos(v: &Value) -> Option<i128> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => format!("{:.9}", n.as_f64()?),
+        _ => return None,
+    };
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(d) => (-1, d),
+        None => (1, text.as_str()),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let frac = format!("{frac:0<9}");
+    let whole: i128 = whole.parse().ok()?;
+    let frac: i128 = frac.get(..9)?.parse().ok()?;
+    Some(sign * (whole * 1_000_000_000 + frac))
+}
+
+/// The comparable part of a touch row (every column but `processed_at`; timestamps as µs,
+/// NUMERICs as billionths).
+pub(crate) fn normalize_touch(row: &serde_json::Map<String, Value>) -> Value {
+    let text = |k: &str| row.get(k).cloned().unwrap_or(Value::Null);
+    serde_json::json!({
+        "checkout_id": text("checkout_id"),
+        "user_id": text("user_id"),
+        "product_id": text("product_id"),
+        "checkout_time": row.get("checkout_time").and_then(as_micros),
+        "click_id": text("click_id"),
+        "click_time": row.get("click_time").and_then(as_micros),
+        "attribution_model": text("attribution_model"),
+        "credit": row.get("credit").and_then(nanos).map(|n| n.to_string()),
+        "credited_revenue": row.get("credited_revenue").and_then(nanos).map(|n| n.to_string()),
+    })
+}
+
+/// Rows (several models: keyed by checkout and model, click id empty) or touch rows (keyed by
+/// checkout, model and click), normalized; panics on a second row for one key.
+pub(crate) fn keyed<'a>(
+    rows: impl IntoIterator<Item = &'a serde_json::Map<String, Value>>,
+    touches: bool,
+) -> Keyed {
+    let mut out = Keyed::new();
+    for r in rows {
+        let row = if touches {
+            normalize_touch(r)
+        } else {
+            normalize(r)
+        };
+        let part = |k: &str| row[k].as_str().unwrap_or("").to_string();
+        let click = if touches {
+            part("click_id")
+        } else {
+            String::new()
+        };
+        let key = (part("checkout_id"), part("attribution_model"), click);
+        assert!(
+            out.insert(key.clone(), row).is_none(),
+            "two rows for {key:?}"
+        );
+    }
+    out
+}
+
+/// One row as a JSON object.
+pub(crate) type Object = serde_json::Map<String, Value>;
+
+/// JSON objects of an NDJSON file.
+fn ndjson(path: &Path) -> Vec<Object> {
+    std::fs::read_to_string(path)
+        .expect("NDJSON output")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v.as_object().cloned())
+        .collect()
+}
+
+/// What both tables must hold with `models` (the `ATTRIBUTION_MODEL` list): the replay binary
+/// (`streaming replay --model MODELS --touches FILE`) of the data set in `files`, run in `dir`.
+/// Returns the raw rows and touch rows as JSON objects.
+pub(crate) fn expected_rows_and_touches(
+    files: &DataSetPaths,
+    dir: &Path,
+    models: &str,
+) -> (Vec<Object>, Vec<Object>) {
+    let (out, touches) = (dir.join("expected.ndjson"), dir.join("touches.ndjson"));
+    let status = Command::new(env!("CARGO_BIN_EXE_streaming"))
+        .arg("replay")
+        .arg("--clicks")
+        .arg(&files.clicks)
+        .arg("--checkouts")
+        .arg(&files.checkouts)
+        .arg("--users")
+        .arg(&files.users)
+        .arg("--out")
+        .arg(&out)
+        .arg("--touches")
+        .arg(&touches)
+        .args(["--model", models])
+        .env_remove("ATTRIBUTION_MODEL")
+        .stdout(Stdio::null())
+        .status()
+        .expect("streaming replay runs");
+    assert!(status.success(), "streaming replay: {status}");
+    (ndjson(&out), ndjson(&touches))
+}
