@@ -54,7 +54,7 @@ pub enum CheckoutOutcome {
 pub struct FinalCheckout {
     /// The checkout.
     pub checkout: Checkout,
-    /// One per model of [`EngineConfig::models`], in [`AttributionModel::ALL`] order.
+    /// One per model of [`EngineConfig::models`], in [`firstclick_model::AttributionModel::ALL`] order.
     pub attributions: Vec<Attribution>,
 }
 
