@@ -499,9 +499,14 @@ impl BigQuery {
     /// `create-bq-table`), [`EnsureError::SchemaMismatch`] or [`EnsureError::WrongKind`] when
     /// a table is not ours, and [`EnsureError::Api`] when BigQuery cannot be asked
     /// ([`EnsureError::is_transient`] says whether that may pass).
-    pub async fn check_table(&self) -> Result<Vec<String>, EnsureError> {
+    ///
+    /// The touches table is checked only `with_touches` (a multi-touch model runs), so that a
+    /// first-click deployment made before the touches table existed starts unchanged.
+    pub async fn check_table(&self, with_touches: bool) -> Result<Vec<String>, EnsureError> {
         let mut notes = self.check_spec_table(&self.output_spec()).await?;
-        notes.extend(self.check_spec_table(&self.touches_spec()).await?);
+        if with_touches {
+            notes.extend(self.check_spec_table(&self.touches_spec()).await?);
+        }
         Ok(notes)
     }
 

@@ -12,7 +12,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use firstclick_bigquery::{
-    BigQuery, CommitOutcome, EnsureOutcome, EpochTransaction, EpochWriter, StorageWriter,
+    BigQuery, BigQueryArgs, CommitOutcome, EnsureOutcome, EpochTransaction, EpochWriter,
+    StorageWriter,
 };
 use firstclick_model::touch::ONE;
 use firstclick_model::{
@@ -139,7 +140,43 @@ async fn ensure(bq: &BigQuery) {
     assert_eq!(second.touches_view, EnsureOutcome::Existed);
     assert_eq!(second.comparison, EnsureOutcome::Existed);
     assert!(second.notes.is_empty(), "{:?}", second.notes);
-    assert!(bq.check_table().await.expect("check_table").is_empty());
+    assert!(bq.check_table(true).await.expect("check_table").is_empty());
+}
+
+#[tokio::test]
+async fn the_touches_table_is_required_only_with_a_multi_touch_model() {
+    let _turn = SERIAL.lock().await;
+    let bq = fresh("touches_opt").await;
+    ensure(&bq).await;
+    // The same dataset and output table, a touches table that does not exist: a first-click
+    // deployment made before the touches table starts; one with a multi-touch model is told
+    // to run create-bq-table.
+    let args = BigQueryArgs {
+        emulator_host: Some(common::emulator_host()),
+        emulator_grpc_host: None,
+        dataset: bq.dataset().to_owned(),
+        table: bq.table().to_owned(),
+        touches_table: "no_such_touches".into(),
+        location: None,
+    };
+    let without = BigQuery::connect(&common::gcp(), &args)
+        .await
+        .expect("client");
+    assert!(without
+        .check_table(false)
+        .await
+        .expect("first click only")
+        .is_empty());
+    let err = without
+        .check_table(true)
+        .await
+        .expect_err("touches missing");
+    assert!(
+        matches!(err, firstclick_bigquery::EnsureError::NotFound { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no_such_touches"), "{err}");
+    cleanup(&bq).await;
 }
 
 /// Both tables hold what was written, and the comparison view answers exactly.

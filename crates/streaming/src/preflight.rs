@@ -241,6 +241,7 @@ pub(crate) async fn check(
                 admin,
                 click_subscription: args.pubsub.topology().click_subscription,
                 bigquery: bigquery.clone(),
+                touches: args.engine.models.any_multi_touch(),
                 users,
                 store,
             };
@@ -474,12 +475,13 @@ async fn check_bigquery(
         })?;
     let place = bigquery_where(args);
     let bq = &bq;
+    let touches = args.engine.models.any_multi_touch();
     let slow = Problem {
         found: String::new(),
         ..bigquery_problem(None, &table, &place, args.bigquery.emulator_host.is_some())
     };
     let notes = until_ready("BigQuery", &slow, deadline, started, |_| async {
-        bq.check_table().await.map_err(|e| Failed {
+        bq.check_table(touches).await.map_err(|e| Failed {
             transient: e.is_transient(),
             problem: bigquery_problem(
                 Some(&e),
@@ -585,6 +587,8 @@ pub(crate) struct Probes {
     admin: Admin,
     click_subscription: String,
     bigquery: BigQuery,
+    /// Whether the touches table is needed (a multi-touch model runs).
+    touches: bool,
     users: Arc<UserDirectory>,
     store: Arc<CheckpointStore>,
 }
@@ -643,7 +647,7 @@ impl Probes {
 
     async fn probe_bigquery(&self) -> Result<(), String> {
         self.bigquery
-            .check_table()
+            .check_table(self.touches)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
