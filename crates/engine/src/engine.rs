@@ -72,24 +72,38 @@ impl FinalCheckout {
         user_name: Option<String>,
         processed_at: EventTime,
     ) -> (Vec<AttributedRow>, Vec<TouchRow>) {
-        let mut rows = Vec::with_capacity(self.attributions.len());
+        let FinalCheckout {
+            checkout,
+            attributions,
+        } = self;
+        let mut rows = Vec::with_capacity(attributions.len());
         let mut touches = Vec::new();
-        for a in self.attributions {
-            for t in a.touches {
-                touches.push(TouchRow {
-                    checkout_id: self.checkout.checkout_id.clone(),
-                    user_id: self.checkout.user_id,
-                    product_id: self.checkout.product_id.clone(),
-                    checkout_time: self.checkout.time,
-                    click: t.click,
-                    model: a.model,
-                    credit: t.credit,
-                    credited_revenue: t.revenue,
-                    processed_at,
-                });
-            }
+        for a in &attributions {
+            touches.extend(a.touches.iter().map(|t| TouchRow {
+                checkout_id: checkout.checkout_id.clone(),
+                user_id: checkout.user_id,
+                product_id: checkout.product_id.clone(),
+                checkout_time: checkout.time,
+                click: t.click.clone(),
+                model: a.model,
+                credit: t.credit,
+                credited_revenue: t.revenue,
+                processed_at,
+            }));
+        }
+        // Every model's row but the last gets a copy; the last takes the checkout itself, so
+        // the one row of a single-model run costs no copy (this runs once per output row).
+        let last = attributions.len().saturating_sub(1);
+        let mut checkout = Some(checkout);
+        for (i, a) in attributions.into_iter().enumerate() {
+            let c = if i == last {
+                checkout.take()
+            } else {
+                checkout.clone()
+            };
+            let Some(c) = c else { break };
             rows.push(AttributedRow {
-                checkout: self.checkout.clone(),
+                checkout: c,
                 user_name: user_name.clone(),
                 click: a.click,
                 model: a.model,
