@@ -1,7 +1,8 @@
 //! Whether the service is ready: start-up finished (every dependency checked, the checkpoint
 //! restored), not stopping, and every dependency (Pub/Sub, Redis, BigQuery) up. `/readyz`
 //! answers from it and `/metrics` exports it (`firstclick_dependency_up{dependency=...}`,
-//! `firstclick_ready`).
+//! `firstclick_ready`, and the failed calls each retry loop counts,
+//! `firstclick_dependency_errors_total`).
 //!
 //! A dependency is down while at least one *vote* for it is open: every outage that a retry
 //! loop is sitting in ([`crate::outage::Outage`] votes when an outage starts and withdraws when
@@ -61,6 +62,7 @@ impl Dependency {
 #[derive(Debug)]
 pub(crate) struct Health {
     down_votes: [AtomicU64; 3],
+    errors: [AtomicU64; 3],
     started: AtomicBool,
     stopping: AtomicBool,
 }
@@ -77,6 +79,7 @@ impl Health {
     pub(crate) const fn new() -> Self {
         Health {
             down_votes: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            errors: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             started: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
@@ -95,6 +98,16 @@ impl Health {
             Ordering::Relaxed,
             |n| Some(n.saturating_sub(1)),
         );
+    }
+
+    /// Counts a failed call to `dependency` that will be retried.
+    pub(crate) fn count_error(&self, dependency: Dependency) {
+        self.errors[dependency.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed calls to `dependency` since start (`firstclick_dependency_errors_total`).
+    pub(crate) fn errors(&self, dependency: Dependency) -> u64 {
+        self.errors[dependency.index()].load(Ordering::Relaxed)
     }
 
     /// True while no vote says `dependency` is down.

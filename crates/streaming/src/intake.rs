@@ -116,21 +116,22 @@ fn to_input(
     m: ReceivedMessage,
 ) -> Result<Input, (BadMessage, Box<ReceivedMessage>)> {
     let ahead = |time| too_far_ahead(ctx.kind, time, ctx.max_future_micros);
+    let age = m
+        .publish_time
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map(|d| d.as_micros() as i64);
+    ctx.metrics.received(ctx.kind, age);
     match ctx.kind {
-        EventKind::Click => {
-            Metrics::add(&ctx.metrics.clicks_in, 1);
-            match parse_click(&m.data).map(|click| (ahead(click.time), click)) {
-                Ok((None, click)) => Ok(Input::Click {
-                    click,
-                    data: m.data,
-                    stream: m.stream,
-                    ack: m.ack,
-                }),
-                Ok((Some(bad), _)) | Err(bad) => Err((bad, Box::new(m))),
-            }
-        }
+        EventKind::Click => match parse_click(&m.data).map(|click| (ahead(click.time), click)) {
+            Ok((None, click)) => Ok(Input::Click {
+                click,
+                data: m.data,
+                stream: m.stream,
+                ack: m.ack,
+            }),
+            Ok((Some(bad), _)) | Err(bad) => Err((bad, Box::new(m))),
+        },
         EventKind::Checkout => {
-            Metrics::add(&ctx.metrics.checkouts_in, 1);
             match parse_checkout(&m.data).map(|checkout| (ahead(checkout.time), checkout)) {
                 Ok((None, checkout)) => Ok(Input::Checkout {
                     checkout,
@@ -149,7 +150,7 @@ async fn handle_message(ctx: &IntakeContext, m: ReceivedMessage) -> bool {
         Ok(input) => input,
         Err((bad, m)) => {
             let m = *m;
-            Metrics::add(&ctx.metrics.bad, 1);
+            ctx.metrics.bad(ctx.kind, bad.field.unwrap_or("malformed"));
             let stream = m.stream;
             // Published and acked on the side: the stream's good messages need not wait for
             // the dead-letter round trip.
@@ -197,7 +198,7 @@ async fn dead_letter(
     }
     match publisher.publish(msg).await {
         Ok(_) => {
-            Metrics::add(&metrics.dead_lettered, 1);
+            metrics.dead_lettered(kind);
             ack.ack();
         }
         Err(e) => {

@@ -79,6 +79,9 @@ impl Outage {
     /// Records a failed attempt; logs the first one of an outage.
     pub(crate) fn failed(&mut self, error: &dyn std::fmt::Display) {
         self.attempts += 1;
+        if let Some(d) = self.dependency {
+            health::global().count_error(d);
+        }
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
             if let Some(d) = self.dependency {

@@ -311,7 +311,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::warn!("stop forced: not waiting any longer for a subscription to shut down");
         }
     }
-    let unacked = metrics.unacked.load(std::sync::atomic::Ordering::Relaxed);
+    let unacked = metrics.unacked();
     if crate::shutdown::after_worker(worker_result, &shutdown.forced, unacked)? {
         tracing::info!("stopped cleanly");
     }

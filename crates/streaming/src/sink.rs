@@ -23,10 +23,10 @@ use firstclick_bigquery::{
     BigQuery, CommitOutcome, EpochTransaction, EpochWriter, InsertError, InsertReport, RefusedRow,
     TableRow,
 };
-use firstclick_model::{AttributedRow, TouchRow};
+use firstclick_model::{AttributedRow, AttributionModel, TouchRow};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{BigQueryCall, Metrics};
 use crate::outage::Outage;
 
 /// How rows reach BigQuery (`--bigquery-write-api`).
@@ -105,9 +105,9 @@ impl RowSink {
         rows: Vec<AttributedRow>,
         touches: Vec<TouchRow>,
     ) -> anyhow::Result<Refused> {
-        let attempted = rows.len();
-        let attributed = rows.iter().filter(|r| r.click.is_some()).count();
-        let touches_attempted = touches.len();
+        let mut tally = RowTally::default();
+        tally.add_rows(&rows, 1);
+        tally.add_touches(&touches, 1);
         let refused = match &mut self.path {
             Path::InsertAll(bq) => Refused {
                 rows: insert_all(bq, rows, &self.metrics, &self.forced).await?,
@@ -125,23 +125,11 @@ impl RowSink {
                 }
             }
         };
-        let refused_attributed = refused
-            .rows
-            .iter()
-            .filter(|r| r.row.click.is_some())
-            .count();
-        Metrics::add(
-            &self.metrics.rows_written,
-            (attempted - refused.rows.len()) as u64,
-        );
-        Metrics::add(
-            &self.metrics.rows_attributed,
-            (attributed - refused_attributed) as u64,
-        );
-        Metrics::add(
-            &self.metrics.touches_written,
-            (touches_attempted - refused.touches.len()) as u64,
-        );
+        let refused_rows: Vec<&AttributedRow> = refused.rows.iter().map(|r| &r.row).collect();
+        let refused_touches: Vec<&TouchRow> = refused.touches.iter().map(|r| &r.row).collect();
+        tally.add_rows(refused_rows, -1);
+        tally.add_touches(refused_touches, -1);
+        tally.export(&self.metrics);
         Ok(refused)
     }
 
@@ -179,7 +167,7 @@ impl RowSink {
         };
         if let Some(name) = &t.rows {
             let n = commit_stream(rows, name, &self.metrics, &self.forced).await?;
-            Metrics::add(&self.metrics.rows_committed, n as u64);
+            self.metrics.rows_committed(n as u64);
         }
         if let Some(name) = &t.touches {
             commit_stream(touches, name, &self.metrics, &self.forced).await?;
@@ -200,10 +188,7 @@ async fn send_epoch<R: TableRow>(
     loop {
         let started = Instant::now();
         let result = writer.send(epoch).await;
-        Metrics::set(
-            &metrics.last_insert_micros,
-            started.elapsed().as_micros() as u64,
-        );
+        metrics.bigquery_call(BigQueryCall::Append, started.elapsed().as_secs_f64());
         match result {
             Ok(refused) => {
                 outage.recovered();
@@ -262,7 +247,10 @@ async fn commit_stream<R: TableRow>(
 ) -> anyhow::Result<usize> {
     let mut outage = Outage::new("BigQuery");
     loop {
-        match writer.commit(name).await {
+        let started = Instant::now();
+        let result = writer.commit(name).await;
+        metrics.bigquery_call(BigQueryCall::Commit, started.elapsed().as_secs_f64());
+        match result {
             Ok(CommitOutcome::Visible(rows)) => {
                 outage.recovered();
                 return Ok(rows);
@@ -270,7 +258,7 @@ async fn commit_stream<R: TableRow>(
             Ok(CommitOutcome::Lost) => {
                 // Only an emulator that restarted between our checkpoint and our commit
                 // loses a pending stream; BigQuery keeps it until it is committed.
-                Metrics::add(&metrics.streams_lost, 1);
+                metrics.stream_lost();
                 tracing::error!(
                     stream = %name,
                     "the pending stream of the last checkpoint is gone and its rows are not \
@@ -285,6 +273,52 @@ async fn commit_stream<R: TableRow>(
                 }
             }
             Err(e) => bail!("cannot commit stream {name}: {e}"),
+        }
+    }
+}
+
+/// Rows and touch rows by model (and, for rows, attributed or organic), for the metrics.
+#[derive(Default)]
+struct RowTally {
+    rows: [[i64; 2]; AttributionModel::ALL.len()],
+    touches: [i64; AttributionModel::ALL.len()],
+}
+
+impl RowTally {
+    fn model_index(model: AttributionModel) -> usize {
+        AttributionModel::ALL
+            .iter()
+            .position(|m| *m == model)
+            .unwrap_or(0)
+    }
+
+    /// Adds `sign` for each of `rows`.
+    fn add_rows<'a>(&mut self, rows: impl IntoIterator<Item = &'a AttributedRow>, sign: i64) {
+        for r in rows {
+            self.rows[Self::model_index(r.model)][usize::from(r.click.is_some())] += sign;
+        }
+    }
+
+    /// Adds `sign` for each of `touches`.
+    fn add_touches<'a>(&mut self, touches: impl IntoIterator<Item = &'a TouchRow>, sign: i64) {
+        for t in touches {
+            self.touches[Self::model_index(t.model)] += sign;
+        }
+    }
+
+    /// Counts what the tally holds as written.
+    fn export(&self, metrics: &Metrics) {
+        for (i, model) in AttributionModel::ALL.iter().enumerate() {
+            let [organic, attributed] = self.rows[i];
+            if organic > 0 {
+                metrics.rows_written(*model, false, organic as u64);
+            }
+            if attributed > 0 {
+                metrics.rows_written(*model, true, attributed as u64);
+            }
+            if self.touches[i] > 0 {
+                metrics.touches_written(*model, self.touches[i] as u64);
+            }
         }
     }
 }
@@ -329,10 +363,7 @@ async fn insert_all<R: Insert>(
     while !rows.is_empty() {
         let started = Instant::now();
         let result = R::insert(bq, &rows).await;
-        Metrics::set(
-            &metrics.last_insert_micros,
-            started.elapsed().as_micros() as u64,
-        );
+        metrics.bigquery_call(BigQueryCall::InsertAll, started.elapsed().as_secs_f64());
         let (report, failed_from) = match result {
             Ok(report) => (report, None),
             Err(e) if e.is_transient() => {

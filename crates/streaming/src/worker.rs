@@ -12,7 +12,6 @@
 //! intake tasks stop, Pub/Sub flow control stops pulling, and messages stay unacked.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::intake::Input;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RedisCall, StateGauges};
 use crate::outage::retry;
 use crate::sink::RowSink;
 use crate::state::Loaded;
@@ -140,7 +139,7 @@ impl Worker {
         if result.is_err() {
             // What a forced stop leaves unacknowledged (redelivered later), for the exit log.
             let held = self.core.unacked() + rx.len();
-            Metrics::set(&self.metrics.unacked, held as u64);
+            self.metrics.set_unacked(held as u64);
         }
         result
     }
@@ -162,7 +161,7 @@ impl Worker {
                     Some(Ok(BaseDone::Piece(generation))) => self.core.piece_written(generation),
                     Some(Ok(BaseDone::Committed(generation))) => {
                         self.core.base_committed(generation);
-                        Metrics::add(&self.metrics.compactions, 1);
+                        self.metrics.compaction();
                         tracing::info!(
                             generation,
                             base_bytes = self.core.base_bytes(),
@@ -194,9 +193,7 @@ impl Worker {
     }
 
     fn stepped(&self, since: Instant) {
-        self.metrics
-            .longest_step_micros
-            .fetch_max(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.metrics.step_took(since.elapsed().as_micros() as u64);
     }
 
     fn on_input(&mut self, input: Input) {
@@ -206,11 +203,11 @@ impl Worker {
                 data,
                 stream,
                 ack,
-            } => match self.core.on_click(stream, click, ack, data) {
-                ClickOutcome::Stored => {}
-                ClickOutcome::Duplicate => Metrics::add(&self.metrics.duplicates, 1),
-                ClickOutcome::Late { .. } => Metrics::add(&self.metrics.late_clicks, 1),
-            },
+            } => {
+                // Duplicates and late clicks are in the engine's statistics, which the
+                // metrics export as they are.
+                let _: ClickOutcome = self.core.on_click(stream, click, ack, data);
+            }
             Input::Alive { stream } => self.core.on_alive(stream),
             Input::Checkout {
                 checkout,
@@ -226,8 +223,7 @@ impl Worker {
                             self.published.insert(id, t.as_micros() as i64);
                         }
                     }
-                    CheckoutOutcome::Duplicate => Metrics::add(&self.metrics.duplicates, 1),
-                    CheckoutOutcome::Late => Metrics::add(&self.metrics.late_checkouts, 1),
+                    CheckoutOutcome::Duplicate | CheckoutOutcome::Late => {}
                 }
             }
         }
@@ -237,23 +233,23 @@ impl Worker {
         self.update_gauges();
         if self.last_stats.elapsed() >= self.cfg.stats_interval {
             self.last_stats = Instant::now();
+            self.metrics.roll_ages();
             tracing::info!("{}", self.metrics.line());
         }
     }
 
     fn update_gauges(&self) {
-        let m = &self.metrics;
         let engine = self.core.engine();
-        Metrics::set(&m.live_clicks, engine.live_clicks() as u64);
-        Metrics::set(&m.pending_checkouts, engine.pending_checkouts() as u64);
-        Metrics::set(&m.unacked, self.core.unacked() as u64);
-        Metrics::set(&m.state_base_bytes, self.core.base_bytes());
-        Metrics::set(&m.state_changelog_bytes, self.core.log_bytes());
-        if let Some(w) = engine.watermark() {
-            m.watermark_micros.store(w.as_micros(), Ordering::Relaxed);
-            let lag = (wall_clock().as_micros() - w.as_micros()) / 1000;
-            m.watermark_lag_ms.store(lag, Ordering::Relaxed);
-        }
+        self.metrics.set_engine_stats(engine.stats());
+        self.metrics.set_state(&StateGauges {
+            live_clicks: engine.live_clicks() as u64,
+            pending_checkouts: engine.pending_checkouts() as u64,
+            unacked: self.core.unacked() as u64,
+            base_bytes: self.core.base_bytes(),
+            changelog_bytes: self.core.log_bytes(),
+            watermark_micros: engine.watermark().map(|w| w.as_micros()),
+            now_micros: wall_clock().as_micros(),
+        });
     }
 
     /// Runs every command the core has given out, reporting each result back (which may give
@@ -299,14 +295,8 @@ impl Worker {
                     .await
                     .context("cannot append to the checkpoint's changelog; its messages stay unacknowledged")?;
                     self.core.log_appended(first_seq);
-                    let m = &self.metrics;
-                    Metrics::add(&m.checkpoints, 1);
-                    Metrics::add(&m.checkpoint_bytes_written, bytes);
-                    Metrics::set(
-                        &m.last_checkpoint_micros,
-                        started.elapsed().as_micros() as u64,
-                    );
-                    Metrics::set(&m.last_checkpoint_bytes, bytes);
+                    self.metrics
+                        .checkpoint(started.elapsed().as_secs_f64(), bytes);
                 }
                 Command::Ack(tokens) => {
                     for ack in tokens {
@@ -370,6 +360,7 @@ impl Worker {
             .into_iter()
             .collect();
         let users = self.io.users.clone();
+        let lookup = Instant::now();
         let names: HashMap<UserId, Option<String>> = retry(
             "Redis",
             &self.forced,
@@ -378,6 +369,8 @@ impl Worker {
         )
         .await
         .context("cannot look up user names")?;
+        self.metrics
+            .redis_call(RedisCall::UserLookup, lookup.elapsed().as_secs_f64());
         let now = wall_clock();
         let mut rows: Vec<AttributedRow> = Vec::with_capacity(finals.len());
         let mut touches: Vec<TouchRow> = Vec::new();
@@ -414,7 +407,7 @@ impl Worker {
     fn observe_visible(&self, times: &[i64]) {
         let now = wall_clock().as_micros();
         for t in times {
-            self.metrics.row_latency.observe_micros(now - t);
+            self.metrics.row_visible_after(now - t);
         }
     }
 
@@ -427,7 +420,7 @@ impl Worker {
         json: String,
         reason: &str,
     ) -> anyhow::Result<()> {
-        Metrics::add(&self.metrics.rows_rejected, 1);
+        self.metrics.row_rejected();
         tracing::error!(
             checkout_id,
             stream,
@@ -473,7 +466,7 @@ async fn base_lane(
                 .map(|_| None)
             }
             Command::WriteBasePiece { generation, piece } => {
-                Metrics::add(&metrics.checkpoint_bytes_written, piece.len() as u64);
+                metrics.base_piece_written(piece.len() as u64);
                 retry("Redis (checkpoint base)", &forced, transient, || {
                     store.append_base(generation, &piece)
                 })

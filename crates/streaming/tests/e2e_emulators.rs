@@ -26,9 +26,10 @@ use firstclick_pubsub::{
 use firstclick_redis::{RedisArgs, UserDirectory};
 
 mod common;
+use common::prometheus::{dashboard_queries, Prometheus};
 use common::{
-    append_sentinel, by_checkout, count_rows, env, expected_rows, expected_rows_and_touches, keyed,
-    nanos, normalize, Proc,
+    append_sentinel, by_checkout, count_rows, env, expected_rows, expected_rows_and_touches,
+    free_port, keyed, nanos, normalize, Proc,
 };
 
 struct Names {
@@ -364,6 +365,21 @@ async fn multi_touch_models_write_both_tables_equal_to_the_replay() {
     let (_, published) = publish(Generator::new(config), target, |_| {})
         .await
         .expect("published");
+    // Refused messages among them, for the bad and dead-letter counts and panels.
+    let bad_clicks: [&[u8]; 2] = [b"not json at all", b"{\"click_id\": \"c\", \"user_id\": 1}"];
+    let bad_checkouts: [&[u8]; 1] = [b"{\"checkout_id\": \"k\", \"user_id\": 1, \"product_id\": \"p\", \"datetime_occured\": \"tomorrow\"}"];
+    for (topic, bad) in [
+        (&pubsub.click_topic, &bad_clicks[..]),
+        (&pubsub.checkout_topic, &bad_checkouts[..]),
+    ] {
+        let p = Publisher::new(&conn, topic).await.expect("publisher");
+        for data in bad {
+            p.publish(OutgoingMessage::new(data.to_vec()))
+                .await
+                .expect("published");
+        }
+    }
+    let bad_count = bad_clicks.len() + bad_checkouts.len();
     let sentinel = append_sentinel(&files);
     Publisher::new(&conn, &pubsub.click_topic)
         .await
@@ -382,13 +398,19 @@ async fn multi_touch_models_write_both_tables_equal_to_the_replay() {
         expected_touches.len()
     );
 
+    // A real Prometheus scrapes the service every second, with the repository's alert rules.
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let prometheus = Prometheus::start(&metrics_addr);
     let log = dir.path().join("streaming.log");
     let mut service = start_streaming_with(
         &names,
         &log,
         10,
         "storage-write",
-        &[("ATTRIBUTION_MODEL", MODELS)],
+        &[
+            ("ATTRIBUTION_MODEL", MODELS),
+            ("METRICS_ADDR", &metrics_addr),
+        ],
     );
     let started = Instant::now();
     let (mut n, mut t) = (0, 0);
@@ -488,6 +510,70 @@ async fn multi_touch_models_write_both_tables_equal_to_the_replay() {
         .collect();
     assert_eq!(got.len(), want.len(), "model and product pairs");
     assert_eq!(got, want, "model_comparison");
+
+    // What Prometheus scraped agrees with what was published and written.
+    let received = (published + 1 + bad_count as u64) as f64;
+    let wait = Duration::from_secs(20);
+    assert_eq!(
+        prometheus.wait_for_sum("firstclick_messages_received_total", received, wait),
+        received,
+        "messages received (published {published}, the sentinel, {bad_count} bad)"
+    );
+    for metric in [
+        "firstclick_bad_messages_total",
+        "firstclick_dead_lettered_total",
+    ] {
+        assert_eq!(
+            prometheus.wait_for_sum(metric, bad_count as f64, wait),
+            bad_count as f64,
+            "{metric}"
+        );
+    }
+    for model in MODELS.split(',') {
+        for (outcome, attributed) in [("attributed", true), ("organic", false)] {
+            let want = want_rows
+                .iter()
+                .filter(|r| text(r, "attribution_model") == model)
+                .filter(|r| r.get("click_id").is_some_and(|c| !c.is_null()) == attributed)
+                .count() as f64;
+            let query =
+                format!("firstclick_rows_written_total{{model=\"{model}\",outcome=\"{outcome}\"}}");
+            assert_eq!(prometheus.wait_for_sum(&query, want, wait), want, "{query}");
+        }
+    }
+    assert_eq!(
+        prometheus.wait_for_sum("firstclick_rows_committed_total", n as f64, wait),
+        n as f64,
+        "rows committed"
+    );
+    assert_eq!(
+        prometheus.wait_for_sum("firstclick_touch_rows_written_total", t as f64, wait),
+        t as f64,
+        "touch rows written"
+    );
+    // Every panel of the dashboard has data, and every alert rule loaded and evaluates.
+    let queries = dashboard_queries("30s");
+    assert!(queries.len() >= 15, "{} panel queries", queries.len());
+    let empty: Vec<String> = queries
+        .iter()
+        .filter(|(_, expr)| prometheus.query(expr).is_empty())
+        .map(|(title, expr)| format!("{title}: {expr}"))
+        .collect();
+    assert!(
+        empty.is_empty(),
+        "panels without data:\n{}",
+        empty.join("\n")
+    );
+    let rules = prometheus.rules();
+    assert!(rules.len() >= 6, "alert rules loaded: {rules:?}");
+    assert!(
+        rules.iter().all(|(_, _, health)| health == "ok"),
+        "every rule evaluates: {rules:?}"
+    );
+    assert!(
+        rules.iter().all(|(_, state, _)| state != "firing"),
+        "no alert fires on a healthy run: {rules:?}"
+    );
     service.kill();
 }
 

@@ -2,9 +2,11 @@
 //! replay of the same events), the end-of-input sentinel click, and rows made comparable
 //! whether they come from the replay's JSON or from BigQuery's answer; and the processes the
 //! tests start (the service, private redis-servers), and the Pub/Sub pass-through that makes
-//! the emulator end a dead client's streaming pulls ([`pubsub_proxy`]).
+//! the emulator end a dead client's streaming pulls ([`pubsub_proxy`]), and a real Prometheus
+//! scraping the service ([`prometheus`]).
 #![allow(dead_code)]
 
+pub(crate) mod prometheus;
 pub(crate) mod pubsub_proxy;
 
 use std::collections::BTreeMap;
