@@ -14,7 +14,9 @@
 //!
 //! Names follow Prometheus' conventions: base units in the name (`_seconds`, `_bytes`),
 //! counters end in `_total` (the encoder adds it), variants are labels (`topic`, `reason`,
-//! `model`, `outcome`, `operation`, `dependency`). docs/design.md §9 lists them all.
+//! `model`, `outcome`, `operation`, `dependency`). docs/design.md §12 describes them;
+//! `deploy/observability/metrics.txt`, which the dashboard and alerts are checked against,
+//! lists them (a test keeps it equal to the registry).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -826,5 +828,53 @@ mod tests {
         );
         assert!(sample(&text, "process_resident_memory_bytes").is_some());
         assert!(sample(&text, r#"firstclick_dependency_up{dependency="redis"}"#).is_some());
+    }
+
+    /// `deploy/observability/metrics.txt` (what the dashboard and the alert rules may use)
+    /// names exactly the families the registry renders, with their types.
+    #[test]
+    fn catalogue_file_matches_the_registry() {
+        let m = Metrics::new();
+        // Families with labels render a series once a label value exists.
+        m.bad(EventKind::Click, "user_id");
+        m.rows_written(AttributionModel::FirstClick, true, 1);
+        m.touches_written(AttributionModel::Linear, 1);
+        m.bigquery_call(BigQueryCall::Commit, 0.1);
+        m.redis_call(RedisCall::UserLookup, 0.1);
+        let text = m.render();
+        let mut rendered = BTreeSet::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                k => (name.to_owned(), k),
+            };
+            rendered.insert(format!("{name} {kind}"));
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/observability/metrics.txt"
+        );
+        let file = std::fs::read_to_string(path).expect("metrics.txt");
+        let listed: BTreeSet<String> = file
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        let missing: Vec<_> = rendered.difference(&listed).collect();
+        let stale: Vec<_> = listed
+            .difference(&rendered)
+            // Process metrics the platform may not provide everywhere.
+            .filter(|l| !l.starts_with("process_"))
+            .collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "rendered but not in metrics.txt: {missing:?}; in metrics.txt but not rendered: {stale:?}"
+        );
     }
 }
