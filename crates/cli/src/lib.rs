@@ -131,10 +131,7 @@ pub fn exit_code(
     error: &anyhow::Error,
     is_config: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
 ) -> u8 {
-    if error
-        .chain()
-        .any(|c| c.is::<ConfigError>() || is_config(c))
-    {
+    if error.chain().any(|c| c.is::<ConfigError>() || is_config(c)) {
         exit::CONFIG
     } else {
         exit::FAILURE

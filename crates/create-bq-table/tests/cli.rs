@@ -36,7 +36,11 @@ fn fresh_dataset(prefix: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000_000)
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -122,7 +126,10 @@ fn the_emulator_run_says_everything_once() {
     let out = text(&first.stdout);
     let err = text(&first.stderr);
     assert!(first.status.success(), "{out}\n{err}");
-    assert!(!out.contains("Parser Error") && !err.contains("Parser Error"), "{out}\n{err}");
+    assert!(
+        !out.contains("Parser Error") && !err.contains("Parser Error"),
+        "{out}\n{err}"
+    );
     assert_eq!(
         out.matches("skipped on the BigQuery emulator").count(),
         2,
@@ -133,5 +140,8 @@ fn the_emulator_run_says_everything_once() {
     lines.sort_unstable();
     lines.dedup();
     assert_eq!(lines.len(), all, "a line printed twice: {out}");
-    assert!(err.trim().is_empty(), "the report is on stdout only, stderr: {err}");
+    assert!(
+        err.trim().is_empty(),
+        "the report is on stdout only, stderr: {err}"
+    );
 }

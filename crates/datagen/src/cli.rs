@@ -115,7 +115,9 @@ impl Resolved {
             Origin::Given => "",
             Origin::Default => " (the default)",
             Origin::Clock => " (from the clock)",
-            Origin::Rate => " (--rate × clicks per message, so event time keeps pace with the clock)",
+            Origin::Rate => {
+                " (--rate × clicks per message, so event time keeps pace with the clock)"
+            }
         };
         let mut line = format!(
             "seed {}{}, event time from {}{}, {} clicks per second of event time{}",
@@ -123,7 +125,7 @@ impl Resolved {
             said(self.seed),
             g.start.to_rfc3339(),
             said(self.start),
-            g.event_rate,
+            short(g.event_rate),
             said(self.event_rate),
         );
         if self.seed == Origin::Clock || self.start == Origin::Clock {
@@ -135,6 +137,12 @@ impl Resolved {
         }
         line
     }
+}
+
+/// A rate with at most two decimals (`66.67`, `100`).
+fn short(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn given(matches: &ArgMatches, id: &str) -> bool {
@@ -235,7 +243,10 @@ mod tests {
         let line = r.describe();
         assert!(line.contains("(from the clock)"), "{line}");
         assert!(
-            line.contains(&format!("--seed {} --start 2026-05-01T12:00:00.123", r.cli.generator.seed)),
+            line.contains(&format!(
+                "--seed {} --start 2026-05-01T12:00:00.123",
+                r.cli.generator.seed
+            )),
             "{line}"
         );
     }
@@ -259,9 +270,12 @@ mod tests {
             "--event-rate",
             "10",
         ]);
-        assert_eq!((r.seed, r.start, r.event_rate), (Origin::Given, Origin::Given, Origin::Given));
+        assert_eq!(
+            (r.seed, r.start, r.event_rate),
+            (Origin::Given, Origin::Given, Origin::Given)
+        );
         assert_eq!(r.cli.generator.seed, 7);
-        assert_eq!(r.cli.generator.start.to_rfc3339(), "2026-02-01T00:00:00.000000Z");
+        assert_eq!(r.cli.generator.start.to_rfc3339(), "2026-02-01T00:00:00Z");
         assert_eq!(r.cli.generator.event_rate, 10.0);
         assert!(!r.describe().contains("to repeat"), "{}", r.describe());
     }
@@ -269,9 +283,12 @@ mod tests {
     #[test]
     fn file_mode_stays_reproducible() {
         let r = resolve(&["--out", "data", "--clicks", "10"]);
-        assert_eq!((r.seed, r.start, r.event_rate), (Origin::Default, Origin::Default, Origin::Default));
+        assert_eq!(
+            (r.seed, r.start, r.event_rate),
+            (Origin::Default, Origin::Default, Origin::Default)
+        );
         assert_eq!(r.cli.generator.seed, 42);
-        assert_eq!(r.cli.generator.start.to_rfc3339(), "2026-01-01T00:00:00.000000Z");
+        assert_eq!(r.cli.generator.start.to_rfc3339(), "2026-01-01T00:00:00Z");
         assert_eq!(r.cli.generator.event_rate, 100.0);
     }
 
@@ -285,9 +302,13 @@ mod tests {
 
     #[test]
     fn a_negative_rate_is_a_command_line_error() {
-        let e = DatagenCli::try_parse_resolved(["datagen", "--rate", "-1"], EventTime::from_micros(NOW))
-            .expect_err("refused");
+        let e =
+            DatagenCli::try_parse_resolved(["datagen", "--rate=-1"], EventTime::from_micros(NOW))
+                .expect_err("refused");
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("expected messages per second"), "{e}");
+        assert!(
+            e.to_string().contains("expected messages per second"),
+            "{e}"
+        );
     }
 }

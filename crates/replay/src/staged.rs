@@ -58,7 +58,10 @@ impl StagedOutputs {
             ));
         }
         let Some(name) = target.file_name() else {
-            return Err(refused(target, "expected a file path, found no file name".into()));
+            return Err(refused(
+                target,
+                "expected a file path, found no file name".into(),
+            ));
         };
         let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
@@ -75,7 +78,11 @@ impl StagedOutputs {
             path: target.to_path_buf(),
             cause: std::io::Error::new(
                 e.cause.kind(),
-                format!("cannot create its temporary file {}: {}", tmp.display(), e.cause),
+                format!(
+                    "cannot create its temporary file {}: {}",
+                    tmp.display(),
+                    e.cause
+                ),
             ),
         })?;
         self.targets.push(target.to_path_buf());

@@ -83,10 +83,7 @@ fn default_mode(matches: &ArgMatches, var_set: impl Fn(&str) -> bool) -> BareMod
     if !flags.is_empty() {
         return BareMode::ServiceForFlags(flags);
     }
-    let vars: Vec<&'static str> = CLOUD_VARIABLES
-        .into_iter()
-        .filter(|v| var_set(v))
-        .collect();
+    let vars: Vec<&'static str> = CLOUD_VARIABLES.into_iter().filter(|v| var_set(v)).collect();
     if !vars.is_empty() {
         return BareMode::ServiceForVariables(vars);
     }
@@ -328,6 +325,10 @@ mod tests {
         assert!(before_subcommand(&["run", "--project-id", "p"]).is_ok());
         let e = before_subcommand(&["--project-id", "p", "run"]).expect_err("refused");
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("--project-id given before the subcommand `run`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("--project-id given before the subcommand `run`"),
+            "{e}"
+        );
     }
 }
