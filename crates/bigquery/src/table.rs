@@ -105,7 +105,7 @@ pub enum PrimaryKeyOutcome {
         columns: Vec<String>,
     },
     /// Not declared: on the emulator, which cannot parse table constraints, the DDL is not
-    /// sent; another backend refused it. The table works without it; deduplication relies on
+    /// sent; another backend refused it. The reason is the report's whole line after the key. The table works without it; deduplication relies on
     /// insertIds and the `_dedup` view.
     NotApplied {
         /// Why (the backend's message when it refused).
@@ -197,7 +197,7 @@ fn write_key(f: &mut fmt::Formatter<'_>, key: &[&str], outcome: &PrimaryKeyOutco
         PrimaryKeyOutcome::AlreadyPresent { columns } => {
             writeln!(f, "already declared on ({})", columns.join(", "))
         }
-        PrimaryKeyOutcome::NotApplied { reason } => writeln!(f, "not declared: {reason}"),
+        PrimaryKeyOutcome::NotApplied { reason } => writeln!(f, "{reason}"),
     }
 }
 
@@ -686,7 +686,7 @@ impl BigQuery {
                 } else {
                     tracing::debug!(%reason, "primary key not declared");
                     Ok(PrimaryKeyOutcome::NotApplied {
-                        reason: format!("BigQuery refused it: {reason}"),
+                        reason: format!("not declared, BigQuery refused it: {reason}"),
                     })
                 }
             }

@@ -151,11 +151,15 @@ mod tests {
     fn a_directory_or_a_twice_named_file_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut staged = StagedOutputs::new();
-        let e = staged.create(dir.path()).expect_err("a directory");
+        let Err(e) = staged.create(dir.path()) else {
+            panic!("a directory accepted as an output");
+        };
         assert!(e.to_string().contains("it is a directory"), "{e}");
         let out = dir.path().join("x.ndjson");
         let _w = staged.create(&out).expect("first");
-        let e = staged.create(&out).expect_err("twice");
+        let Err(e) = staged.create(&out) else {
+            panic!("one file accepted for two outputs");
+        };
         assert!(e.to_string().contains("two outputs name this file"), "{e}");
     }
 }
