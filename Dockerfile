@@ -2,7 +2,7 @@
 #
 # firstclick: one image with the four binaries (datagen, create-pubsub, create-bq-table,
 # streaming). docker-compose.yml picks the binary with `command:`; with no command the image
-# runs `streaming`, which (with no cloud configured) is the embedded demo.
+# runs the service, `streaming run` (never the embedded demo: `streaming demo` runs that).
 #
 # Stages:
 #   chef     the Rust toolchain plus cargo-chef
@@ -60,8 +60,9 @@ RUN groupadd --system --gid 10001 firstclick \
         --create-home --shell /usr/sbin/nologin firstclick
 COPY --from=builder /out/ /usr/local/bin/
 USER 10001:10001
-# The demo writes out/demo-rows.ndjson here; datagen --out writes its files relative to it.
+# `streaming demo` writes out/demo-rows.ndjson here; datagen --out writes its files relative
+# to it.
 WORKDIR /home/firstclick
 # streaming's /metrics and /healthz (METRICS_ADDR).
 EXPOSE 9100
-CMD ["streaming"]
+CMD ["streaming", "run"]

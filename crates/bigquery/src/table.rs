@@ -12,9 +12,10 @@
 //! because rows still insert fine.
 //!
 //! The client crate's table model has no `tableConstraints`, so the primary key is declared with
-//! DDL (`ALTER TABLE ... ADD PRIMARY KEY (checkout_id) NOT ENFORCED`). Backends that refuse it
-//! (the emulator) leave the table without a key: reported as [`PrimaryKeyOutcome::NotApplied`],
-//! not an error. The view is created with `CREATE VIEW IF NOT EXISTS`, whose result the emulator
+//! DDL (`ALTER TABLE ... ADD PRIMARY KEY (checkout_id) NOT ENFORCED`). The emulator cannot
+//! parse that DDL, so against it the statement is not sent; a backend that refuses it leaves the
+//! table without a key. Both are reported as [`PrimaryKeyOutcome::NotApplied`] in the report
+//! (not logged as well: the caller prints the report), not as an error. The view is created with `CREATE VIEW IF NOT EXISTS`, whose result the emulator
 //! can read back (a view created through `tables.insert` comes back without a schema there).
 
 use std::fmt;
@@ -87,6 +88,11 @@ impl fmt::Display for EnsureOutcome {
     }
 }
 
+/// Why no primary key is declared on the emulator (the report's line).
+const EMULATOR_HAS_NO_KEYS: &str = "skipped on the BigQuery emulator, which cannot declare \
+     table constraints (Google BigQuery does); duplicates are still dropped by the insertIds \
+     and the _dedup view";
+
 /// What became of the `PRIMARY KEY (checkout_id) NOT ENFORCED` declaration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PrimaryKeyOutcome {
@@ -98,10 +104,11 @@ pub enum PrimaryKeyOutcome {
         /// key).
         columns: Vec<String>,
     },
-    /// The backend refused the DDL (the emulator does not support table constraints). The table
-    /// works without it; deduplication relies on insertIds and the `_dedup` view.
+    /// Not declared: on the emulator, which cannot parse table constraints, the DDL is not
+    /// sent; another backend refused it. The reason is the report's whole line after the key. The table works without it; deduplication relies on
+    /// insertIds and the `_dedup` view.
     NotApplied {
-        /// The backend's message.
+        /// Why (the backend's message when it refused).
         reason: String,
     },
 }
@@ -190,9 +197,7 @@ fn write_key(f: &mut fmt::Formatter<'_>, key: &[&str], outcome: &PrimaryKeyOutco
         PrimaryKeyOutcome::AlreadyPresent { columns } => {
             writeln!(f, "already declared on ({})", columns.join(", "))
         }
-        PrimaryKeyOutcome::NotApplied { reason } => {
-            writeln!(f, "not applied, the backend refused it: {reason}")
-        }
+        PrimaryKeyOutcome::NotApplied { reason } => writeln!(f, "{reason}"),
     }
 }
 
@@ -476,7 +481,8 @@ impl BigQuery {
             comparison,
             notes,
         };
-        tracing::info!(
+        // The caller prints the report; a log line with the same content would say it twice.
+        tracing::debug!(
             table = %report.table_path,
             dataset = %report.dataset,
             outcome = %report.table,
@@ -622,6 +628,13 @@ impl BigQuery {
     }
 
     async fn ensure_primary_key(&self, spec: &TableSpec) -> Result<PrimaryKeyOutcome, EnsureError> {
+        if self.is_emulator() {
+            // Its SQL parser stops at `PRIMARY KEY ... NOT ENFORCED` (a `Parser Error`), and
+            // it has no INFORMATION_SCHEMA of constraints: nothing to ask, nothing to send.
+            return Ok(PrimaryKeyOutcome::NotApplied {
+                reason: EMULATOR_HAS_NO_KEYS.to_string(),
+            });
+        }
         // Real BigQuery lists declared keys in INFORMATION_SCHEMA; the emulator refuses the
         // query, and then we just try the DDL.
         let sql = format!(
@@ -671,8 +684,10 @@ impl BigQuery {
                         columns: Vec::new(),
                     })
                 } else {
-                    tracing::warn!(%reason, "primary key not declared");
-                    Ok(PrimaryKeyOutcome::NotApplied { reason })
+                    tracing::debug!(%reason, "primary key not declared");
+                    Ok(PrimaryKeyOutcome::NotApplied {
+                        reason: format!("not declared, BigQuery refused it: {reason}"),
+                    })
                 }
             }
         }

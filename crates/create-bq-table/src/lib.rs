@@ -17,7 +17,12 @@ use firstclick_cli::{GcpArgs, LogArgs};
 /// attribution_model and product_id), their primary keys and `_dedup` views, and the
 /// `model_comparison` view, if missing.
 #[derive(Parser, Debug)]
-#[command(name = "create-bq-table", version, about)]
+#[command(
+    name = "create-bq-table",
+    version,
+    about,
+    after_help = firstclick_cli::EXIT_STATUS_HELP
+)]
 pub struct CreateBqTableCli {
     /// Google Cloud project and key.
     #[command(flatten)]
@@ -53,6 +58,22 @@ pub async fn run(cli: CreateBqTableCli) -> anyhow::Result<()> {
     })?;
     println!("{report}");
     Ok(())
+}
+
+/// Whether `cause` is a configuration error (exit 78): a setting that cannot be used, or an
+/// existing object in the way, as opposed to BigQuery not answering (exit 1, running again may
+/// succeed).
+pub fn is_config_error(cause: &(dyn std::error::Error + 'static)) -> bool {
+    use firstclick_bigquery::{ConnectError, EnsureError};
+    cause.is::<ConnectError>()
+        || matches!(
+            cause.downcast_ref::<EnsureError>(),
+            Some(
+                EnsureError::SchemaMismatch { .. }
+                    | EnsureError::WrongKind { .. }
+                    | EnsureError::NotFound { .. }
+            )
+        )
 }
 
 #[cfg(test)]

@@ -2,8 +2,11 @@
 //! key and the deduplicating view, and prints what it did. Safe to run on every deploy.
 //! The command line and the job live in the library (`src/lib.rs`).
 //!
-//! Exit status: 0 when everything exists as designed (a primary key the backend refuses, as the
-//! emulator does, is reported but not fatal); 1 with a message on stderr otherwise.
+//! Exit status (also in `--help`): 0 when everything exists as designed (on the emulator,
+//! which cannot declare primary keys, without them); 1 failed while running (BigQuery not
+//! reachable or refusing a request); 2 bad command line; 78 configuration error (a bad
+//! project, dataset or table name, unusable credentials, an existing table or view that is
+//! not ours). Errors are printed as their chain of causes, never with a backtrace.
 
 use clap::Parser;
 use firstclick_create_bq_table::CreateBqTableCli;
@@ -15,21 +18,14 @@ fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = CreateBqTableCli::parse();
     firstclick_cli::init_logging(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(firstclick_create_bq_table::run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(firstclick_create_bq_table::run(cli)));
+    firstclick_cli::finish(
+        "create-bq-table",
+        result,
+        firstclick_create_bq_table::is_config_error,
+    )
 }

@@ -15,14 +15,32 @@ fn emulator_host() -> String {
 }
 
 fn run(host: &str, dataset: &str) -> Output {
+    run_logging(host, dataset, "warn")
+}
+
+fn run_logging(host: &str, dataset: &str, rust_log: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_create-bq-table"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("BIGQUERY_EMULATOR_HOST", host)
         .env("BQ_DATASET", dataset)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", rust_log)
+        // As on the machines that run these tests: user errors must still print no backtrace.
+        .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run create-bq-table")
+}
+
+fn fresh_dataset(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -48,7 +66,7 @@ fn creates_then_reports_existing_objects() {
     assert!(out.contains("attributed_checkouts: created"), "{out}");
     assert!(out.contains("attributed_checkouts_dedup: created"), "{out}");
     assert!(
-        out.contains("primary key (checkout_id, attribution_model) NOT ENFORCED"),
+        out.contains("primary key (checkout_id, attribution_model) NOT ENFORCED: skipped on the BigQuery emulator"),
         "{out}"
     );
     assert!(out.contains("attributed_touches: created"), "{out}");
@@ -83,13 +101,47 @@ fn an_unreachable_backend_exits_non_zero_with_a_clear_message() {
     assert!(out.stdout.is_empty());
 }
 
+/// A bad setting is a configuration error (78, EX_CONFIG), one line, no backtrace.
 #[test]
 fn a_bad_dataset_name_is_refused_before_any_request() {
     let out = run(&emulator_host(), "bad-name");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     let err = text(&out.stderr);
     assert!(
         err.contains("--bq-dataset/BQ_DATASET \"bad-name\""),
         "{err}"
+    );
+    assert!(err.starts_with("create-bq-table: error: "), "{err}");
+    assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// At the default log level on the emulator: the primary keys are not sent (no `Parser
+/// Error`), one line each says so, and nothing of the report is said a second time on stderr.
+#[test]
+fn the_emulator_run_says_everything_once() {
+    let host = emulator_host();
+    let dataset = fresh_dataset("t_cli_once");
+    let first = run_logging(&host, &dataset, "info");
+    let out = text(&first.stdout);
+    let err = text(&first.stderr);
+    assert!(first.status.success(), "{out}\n{err}");
+    assert!(
+        !out.contains("Parser Error") && !err.contains("Parser Error"),
+        "{out}\n{err}"
+    );
+    assert_eq!(
+        out.matches("skipped on the BigQuery emulator").count(),
+        2,
+        "one line per table: {out}"
+    );
+    let mut lines: Vec<&str> = out.lines().collect();
+    let all = lines.len();
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), all, "a line printed twice: {out}");
+    assert!(
+        err.trim().is_empty(),
+        "the report is on stdout only, stderr: {err}"
     );
 }

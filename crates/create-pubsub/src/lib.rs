@@ -14,7 +14,12 @@ use firstclick_pubsub::{PubSubArgs, ResourceOutcome};
 
 /// Create the Pub/Sub topics and subscriptions firstclick uses (safe to run again).
 #[derive(Parser, Debug)]
-#[command(name = "create-pubsub", version, about)]
+#[command(
+    name = "create-pubsub",
+    version,
+    about,
+    after_help = firstclick_cli::EXIT_STATUS_HELP
+)]
 pub struct CreatePubSubCli {
     /// Google Cloud project and key.
     #[command(flatten)]
@@ -60,6 +65,27 @@ pub fn run(cli: &CreatePubSubCli) -> anyhow::Result<()> {
         cli.gcp.project_id
     );
     Ok(())
+}
+
+/// Whether `cause` is a configuration error (exit 78): a setting that cannot be used, as
+/// opposed to a service that could not be reached (exit 1, running again may succeed).
+pub fn is_config_error(cause: &(dyn std::error::Error + 'static)) -> bool {
+    use firstclick_pubsub::PubSubError as E;
+    matches!(
+        cause.downcast_ref::<E>(),
+        Some(
+            E::InvalidEmulatorHost { .. }
+                | E::InvalidProject { .. }
+                | E::InvalidName { .. }
+                | E::CredentialsFile { .. }
+                | E::CredentialsKey { .. }
+                | E::Credentials { .. }
+                | E::Unauthenticated { .. }
+                | E::PermissionDenied { .. }
+                | E::ProjectNotFound { .. }
+                | E::SubscriptionConflict { .. }
+        )
+    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! `streaming` pipes them straight into the engine.
 //!
 //! # Layout
-//! - `cli`: [`DatagenCli`], the `datagen` binary's command line.
+//! - `cli`: [`DatagenCli`], the `datagen` binary's command line, and the defaults of its two
+//!   modes ([`DatagenCli::resolve`], [`Resolved`], [`Origin`]): files reproducible, publishing
+//!   from the clock.
 //! - `config`: [`GeneratorConfig`], the knobs (seed, sizes, rates, disorder, faults), as clap
 //!   flags with environment variables; [`TimestampFormat`].
 //! - `generator`: [`Generator`], an iterator of [`GeneratedEvent`]s in arrival order, its
@@ -20,8 +22,8 @@
 //!
 //! # Shape
 //! As in the original producer: pick a user, click a new product, then with probability 0.5
-//! (repeated) click it again and check it out. Event time advances at `--rate` clicks per second
-//! from `--start`; arrival order is event order disturbed by at most `--disorder-secs`.
+//! (repeated) click it again and check it out. Event time advances at `--event-rate` clicks per
+//! second from `--start`; arrival order is event order disturbed by at most `--disorder-secs`.
 
 mod cli;
 mod config;
@@ -30,7 +32,7 @@ mod files;
 mod generator;
 mod publish;
 
-pub use cli::DatagenCli;
+pub use cli::{DatagenCli, Origin, Resolved};
 pub use config::{GeneratorConfig, TimestampFormat};
 pub use files::{write_data_set, DataSetPaths, FilesError};
 pub use generator::{GeneratedEvent, Generator, GeneratorStats, User};

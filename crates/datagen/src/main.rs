@@ -1,14 +1,17 @@
 //! `datagen`: fake users, clicks and checkouts, deterministic under `--seed`. With `--out DIR`
 //! it writes `users.ndjson`, `clicks.ndjson` and `checkouts.ndjson` for a replay; otherwise it
 //! writes the users to Redis and publishes the events to Pub/Sub (like the original producer).
+//! File data sets are reproducible (seed 42, event time from 2026-01-01); publishing takes its
+//! seed and start from the clock unless told otherwise, and says so before it starts
+//! (`DatagenCli::resolve`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use firstclick_cli::ConfigError;
 use firstclick_datagen::{
-    publish, write_data_set, DataSetPaths, DatagenCli, Generator, PublishTarget,
+    publish, write_data_set, DataSetPaths, DatagenCli, Generator, PublishError, PublishTarget,
 };
 use firstclick_pubsub::Connection;
 use firstclick_redis::UserDirectory;
@@ -21,27 +24,64 @@ fn progress_bar(total: Option<u64>) -> Option<indicatif::ProgressBar> {
 }
 
 /// Errors are printed as their chain of causes, never with a backtrace (they are the user's to
-/// act on).
+/// act on). Exit status (`--help` lists it): 0 done, 1 failed while running, 2 bad command
+/// line, 78 configuration error.
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("datagen: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    firstclick_cli::finish("datagen", run(), is_config_error)
+}
+
+/// A setting that cannot be used (78), as opposed to a service that did not answer (1).
+fn is_config_error(cause: &(dyn std::error::Error + 'static)) -> bool {
+    use firstclick_pubsub::PubSubError as P;
+    use firstclick_redis::RedisError as R;
+    let redis = |e: &R| match e {
+        R::InvalidUrl { .. } | R::Auth { .. } => true,
+        R::NotReady { last, .. } => matches!(**last, R::InvalidUrl { .. } | R::Auth { .. }),
+        _ => false,
+    };
+    let pubsub = |e: &P| {
+        matches!(
+            e,
+            P::InvalidEmulatorHost { .. }
+                | P::InvalidProject { .. }
+                | P::InvalidName { .. }
+                | P::CredentialsFile { .. }
+                | P::CredentialsKey { .. }
+                | P::Credentials { .. }
+                | P::Unauthenticated { .. }
+                | P::PermissionDenied { .. }
+                | P::ProjectNotFound { .. }
+                | P::NotFound { .. }
+        )
+    };
+    if let Some(e) = cause.downcast_ref::<R>() {
+        return redis(e);
+    }
+    if let Some(e) = cause.downcast_ref::<P>() {
+        return pubsub(e);
+    }
+    match cause.downcast_ref::<PublishError>() {
+        Some(PublishError::Redis(e)) => redis(e),
+        Some(PublishError::PubSub(e)) => pubsub(e),
+        None => false,
     }
 }
 
 fn run() -> anyhow::Result<()> {
     firstclick_pubsub::install_crypto_provider();
-    let cli = DatagenCli::parse();
-    firstclick_cli::init_logging(&cli.log);
-    if !(cli.rate.is_finite() && cli.rate >= 0.0) {
-        anyhow::bail!(
-            "--rate: expected messages per second, 0 or more, found {}",
-            cli.rate
-        );
-    }
+    let resolved = match DatagenCli::try_parse_resolved(
+        std::env::args_os(),
+        firstclick_model::time::wall_clock(),
+    ) {
+        Ok(r) => r,
+        // --help, --version and bad command lines: clap prints them and picks the code (2).
+        Err(e) => e.exit(),
+    };
+    firstclick_cli::init_logging(&resolved.cli.log);
+    // Before anything is written: what this run uses (and, when the clock chose, how to repeat
+    // it). On stderr, so that stdout keeps the one line about what was written.
+    eprintln!("datagen: {}", resolved.describe());
+    let cli = resolved.cli;
     match cli.out.clone() {
         Some(dir) => write_files(cli, dir),
         None => {
@@ -56,7 +96,12 @@ fn run() -> anyhow::Result<()> {
 
 fn write_files(cli: DatagenCli, dir: PathBuf) -> anyhow::Result<()> {
     let Some(clicks) = cli.generator.clicks else {
-        anyhow::bail!("expected --clicks N with --out: a file data set must be bounded");
+        return Err(ConfigError(
+            "expected --clicks N (DATAGEN_CLICKS) with --out: a file data set must be bounded, \
+             and no number of clicks was given"
+                .into(),
+        )
+        .into());
     };
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the output directory {}", dir.display()))?;

@@ -15,7 +15,10 @@
 //! - `users`: loading the users file into [`UserNames`] ([`UsersError`]).
 //! - `summary`: [`Summary`], the counters printed at the end of a run.
 //! - `replay`: [`replay()`], the whole replay wired together ([`ReplayOptions`],
-//!   [`ReplayError`]); [`replay_observed`] with an observer.
+//!   [`ReplayError`], [`DEFAULT_MAX_BAD_SHARE`]); [`replay_observed`] with an observer,
+//!   [`replay_staged`] leaving the outputs to commit.
+//! - `staged`: [`StagedOutputs`], outputs written to temporary files beside their targets and
+//!   renamed into place only when the replay succeeded.
 //!
 //! The modules are private; the items above are re-exported here.
 
@@ -25,13 +28,17 @@ mod pipeline;
 mod replay;
 mod sink;
 mod source;
+mod staged;
 mod summary;
 mod users;
 
 pub use observer::{NoObserver, RowObserver};
 pub use pipeline::Pipeline;
-pub use replay::{replay, replay_observed, ReplayError, ReplayOptions};
+pub use replay::{
+    replay, replay_observed, replay_staged, ReplayError, ReplayOptions, DEFAULT_MAX_BAD_SHARE,
+};
 pub use sink::{CountingSink, FileSinkError, NdjsonWriter, RowSink};
 pub use source::SourceError;
+pub use staged::StagedOutputs;
 pub use summary::Summary;
 pub use users::{UserNames, UsersError};

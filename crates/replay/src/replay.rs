@@ -1,6 +1,12 @@
 //! The whole file replay, wired together: two parsed files, merged, through the pipeline, to an
 //! NDJSON file, with bad lines reported on stderr (and optionally to a dead-letter file), a
 //! progress bar on a terminal and the summary at the end.
+//!
+//! The inputs are opened before any output, and the outputs are written through
+//! [`StagedOutputs`]: they replace existing files only when the whole replay succeeded. An
+//! input with more than [`ReplayOptions::max_bad_share`] bad lines fails the replay
+//! ([`ReplayError::TooManyBadLines`]): a file that is almost all bad is the wrong file, and
+//! its replay would be a table of organic checkouts that looks plausible.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -12,8 +18,9 @@ use firstclick_model::EventKind;
 use crate::merge::Merge;
 use crate::observer::{NoObserver, RowObserver};
 use crate::pipeline::Pipeline;
-use crate::sink::{BackgroundWriter, DeadLetterRecord, FileSinkError, NdjsonWriter};
+use crate::sink::{BackgroundWriter, DeadLetterRecord, FileSinkError};
 use crate::source::{FileSource, Item, SourceError};
+use crate::staged::StagedOutputs;
 use crate::summary::Summary;
 use crate::users::{load_users, UserNames, UsersError};
 
@@ -38,7 +45,15 @@ pub struct ReplayOptions {
     pub engine: EngineConfig,
     /// Show a progress bar when stderr is a terminal.
     pub progress: bool,
+    /// The largest share (0 to 1) of bad lines an input may have before the replay fails
+    /// ([`ReplayError::TooManyBadLines`]); 1 accepts anything. [`DEFAULT_MAX_BAD_SHARE`] by
+    /// default.
+    pub max_bad_share: f64,
 }
+
+/// The default of [`ReplayOptions::max_bad_share`]: a file with more bad lines than good
+/// ones is taken for the wrong file.
+pub const DEFAULT_MAX_BAD_SHARE: f64 = 0.5;
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +67,27 @@ pub enum ReplayError {
     /// An output could not be written.
     #[error(transparent)]
     Sink(#[from] FileSinkError),
+    /// Too many lines of an input are bad: most likely the wrong file.
+    #[error(
+        "{percent:.1} % of the lines of {path} ({bad} of {lines}) are not valid {kind}s, more \
+         than --max-bad-share {max} allows: is it the right file (not the {other} file, not a \
+         binary file)? No output was written; pass --max-bad-share 1 to replay it anyway",
+        percent = 100.0 * *bad as f64 / (*lines).max(1) as f64
+    )]
+    TooManyBadLines {
+        /// The input.
+        path: PathBuf,
+        /// `click` or `checkout`.
+        kind: &'static str,
+        /// `checkouts` or `clicks`: the file it might have been mistaken for.
+        other: &'static str,
+        /// Bad lines.
+        bad: u64,
+        /// Lines read (blank lines excluded).
+        lines: u64,
+        /// The share allowed.
+        max: f64,
+    },
 }
 
 /// Runs a replay; see the module documentation.
@@ -64,24 +100,39 @@ pub fn replay_observed<O: RowObserver>(
     opts: &ReplayOptions,
     observer: O,
 ) -> Result<Summary, ReplayError> {
+    let (summary, outputs) = replay_staged(opts, observer)?;
+    outputs.commit()?;
+    Ok(summary)
+}
+
+/// [`replay_observed`] without the last step: the outputs are complete and flushed but still
+/// in their temporary files; [`StagedOutputs::commit`] puts them in place (after, say, the
+/// report was written), dropping them deletes them.
+pub fn replay_staged<O: RowObserver>(
+    opts: &ReplayOptions,
+    observer: O,
+) -> Result<(Summary, StagedOutputs), ReplayError> {
     let users: UserNames = match &opts.users {
         Some(p) => load_users(p)?,
         None => UserNames::new(),
     };
     let clicks = FileSource::open(&opts.clicks, EventKind::Click)?;
     let checkouts = FileSource::open(&opts.checkouts, EventKind::Checkout)?;
-    let rows = BackgroundWriter::spawn(NdjsonWriter::create(&opts.out)?)?;
+    let mut outputs = StagedOutputs::new();
+    let rows = BackgroundWriter::spawn(outputs.create(&opts.out)?)?;
     let mut pipeline = Pipeline::new(opts.engine, users, rows).with_observer(observer);
     if let Some(late) = &opts.late {
-        pipeline = pipeline.with_late_output(NdjsonWriter::create(late)?);
+        pipeline = pipeline.with_late_output(outputs.create(late)?);
     }
     if let Some(touches) = &opts.touches {
-        pipeline = pipeline.with_touches_output(NdjsonWriter::create(touches)?);
+        pipeline = pipeline.with_touches_output(outputs.create(touches)?);
     }
     let mut dead = match &opts.dead_letter {
-        Some(p) => Some(NdjsonWriter::create(p)?),
+        Some(p) => Some(outputs.create(p)?),
         None => None,
     };
+    // Lines and bad lines of each input (clicks, checkouts).
+    let mut counts = [(0u64, 0u64); 2];
     let total = clicks.size + checkouts.size;
     let counters = [clicks.bytes_read.clone(), checkouts.bytes_read.clone()];
     let bar = (opts.progress && std::io::stderr().is_terminal() && total > 32 << 20).then(|| {
@@ -99,6 +150,9 @@ pub fn replay_observed<O: RowObserver>(
     let names = [display(&opts.clicks), display(&opts.checkouts)];
     let mut n: u64 = 0;
     for (kind, item) in Merge::new(clicks.batches.clone(), checkouts.batches.clone()) {
+        let side = &mut counts[usize::from(kind == EventKind::Checkout)];
+        side.0 += 1;
+        side.1 += u64::from(matches!(item, Item::Bad { .. }));
         match item {
             Item::Click(c) => pipeline.click(c)?,
             Item::Checkout(c) => pipeline.checkout(c)?,
@@ -136,7 +190,43 @@ pub fn replay_observed<O: RowObserver>(
         d.flush()?;
     }
     let (summary, _) = pipeline.finish()?;
-    Ok(summary)
+    check_bad_shares(opts, counts)?;
+    Ok((summary, outputs))
+}
+
+/// Fails when an input's bad lines are above [`ReplayOptions::max_bad_share`]; warns on
+/// stderr when they are above [`DEFAULT_MAX_BAD_SHARE`] but allowed.
+fn check_bad_shares(opts: &ReplayOptions, counts: [(u64, u64); 2]) -> Result<(), ReplayError> {
+    let inputs = [
+        (&opts.clicks, "click", "checkouts", counts[0]),
+        (&opts.checkouts, "checkout", "clicks", counts[1]),
+    ];
+    for (path, kind, other, (lines, bad)) in inputs {
+        if lines == 0 {
+            continue;
+        }
+        let share = bad as f64 / lines as f64;
+        if share > opts.max_bad_share {
+            return Err(ReplayError::TooManyBadLines {
+                path: path.clone(),
+                kind,
+                other,
+                bad,
+                lines,
+                max: opts.max_bad_share,
+            });
+        }
+        if share > DEFAULT_MAX_BAD_SHARE {
+            eprintln!(
+                "warning: {:.1} % of the lines of {} ({bad} of {lines}) are not valid {kind}s \
+                 (accepted by --max-bad-share {}): is it the right file?",
+                100.0 * share,
+                path.display(),
+                opts.max_bad_share
+            );
+        }
+    }
+    Ok(())
 }
 
 fn display(p: &Path) -> String {

@@ -8,12 +8,13 @@ use firstclick_model::{AttributedRow, Click, TouchRow};
 
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}: {source}; check free space and permissions")]
+#[error("cannot write {path}: {cause}; check free space and permissions")]
 pub struct FileSinkError {
     /// The file (or `-` for standard output).
     pub path: PathBuf,
-    /// The cause.
-    pub source: std::io::Error,
+    /// The cause (in the message already, so not a `source`: an error chain would print it
+    /// twice).
+    pub cause: std::io::Error,
 }
 
 /// A buffered NDJSON file (or standard output for `-`).
@@ -31,7 +32,7 @@ impl NdjsonWriter {
         } else {
             Box::new(File::create(path).map_err(|source| FileSinkError {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             })?)
         };
         Ok(NdjsonWriter {
@@ -44,7 +45,7 @@ impl NdjsonWriter {
     fn err(&self, source: std::io::Error) -> FileSinkError {
         FileSinkError {
             path: self.path.clone(),
-            source,
+            cause: source,
         }
     }
 
@@ -158,7 +159,7 @@ impl BackgroundWriter {
             })
             .map_err(|source| FileSinkError {
                 path: path.clone(),
-                source,
+                cause: source,
             })?;
         Ok(BackgroundWriter {
             batch: Vec::with_capacity(Self::BATCH),
@@ -178,7 +179,7 @@ impl BackgroundWriter {
             self.join().and_then(|_| {
                 Err(FileSinkError {
                     path: self.path.clone(),
-                    source: std::io::Error::other("the row writer thread stopped"),
+                    cause: std::io::Error::other("the row writer thread stopped"),
                 })
             })
         }
@@ -191,7 +192,7 @@ impl BackgroundWriter {
             Some(Ok(Err(e))) => Err(e),
             Some(Err(_)) => Err(FileSinkError {
                 path: self.path.clone(),
-                source: std::io::Error::other("the row writer thread panicked"),
+                cause: std::io::Error::other("the row writer thread panicked"),
             }),
         }
     }

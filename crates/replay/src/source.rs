@@ -39,12 +39,13 @@ pub(crate) enum Item {
 
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read {path}: {source}")]
+#[error("cannot read {path}: {cause}")]
 pub struct SourceError {
     /// The file.
     pub path: PathBuf,
-    /// The cause.
-    pub source: std::io::Error,
+    /// The cause (in the message already, so not a `source`: an error chain would print it
+    /// twice).
+    pub cause: std::io::Error,
 }
 
 /// A file being parsed in the background.
@@ -61,12 +62,18 @@ pub(crate) struct FileSource {
 impl FileSource {
     /// Opens `path` and starts parsing it as `kind` messages.
     pub(crate) fn open(path: &Path, kind: EventKind) -> Result<Self, SourceError> {
-        let err = |source| SourceError {
+        let err = |cause| SourceError {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let file = File::open(path).map_err(err)?;
-        let size = file.metadata().map_err(err)?.len();
+        let meta = file.metadata().map_err(err)?;
+        if meta.is_dir() {
+            return Err(err(std::io::Error::other(
+                "it is a directory, expected an NDJSON file (one JSON object per line)",
+            )));
+        }
+        let size = meta.len();
         let (tx, rx) = bounded(4);
         let bytes_read = Arc::new(AtomicU64::new(0));
         let counter = bytes_read.clone();
@@ -90,7 +97,7 @@ impl FileSource {
             Ok(r) => r,
             Err(_) => Err(SourceError {
                 path: PathBuf::from("<parser thread>"),
-                source: std::io::Error::other("the parser thread panicked"),
+                cause: std::io::Error::other("the parser thread panicked"),
             }),
         }
     }
@@ -123,9 +130,9 @@ fn parse_file(
     while !eof {
         let start = buf.len();
         buf.resize(start + BLOCK, 0);
-        let n = file.read(&mut buf[start..]).map_err(|source| SourceError {
+        let n = file.read(&mut buf[start..]).map_err(|cause| SourceError {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         buf.truncate(start + n);
         bytes_read.fetch_add(n as u64, Ordering::Relaxed);

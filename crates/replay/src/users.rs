@@ -10,12 +10,12 @@ use firstclick_model::{UserId, UserRecord};
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
     /// The file could not be read.
-    #[error("cannot read users file {path}: {source}")]
+    #[error("cannot read users file {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the message already, so not a `source`).
+        cause: std::io::Error,
     },
     /// A line is not a user record.
     #[error(
@@ -36,9 +36,9 @@ pub type UserNames = HashMap<UserId, String>;
 
 /// Reads a users file. A bad line is an error: a users file is configuration, not a stream.
 pub(crate) fn load_users(path: &Path) -> Result<UserNames, UsersError> {
-    let io = |source| UsersError::Io {
+    let io = |cause| UsersError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut names = HashMap::new();

@@ -8,16 +8,17 @@ use firstclick_model::ModelSet;
 
 /// firstclick streaming: first-click attribution of checkouts, in real time.
 ///
-/// With no subcommand it runs the pipeline against Pub/Sub, Redis and BigQuery when a cloud is
-/// configured (PUBSUB_EMULATOR_HOST or GOOGLE_APPLICATION_CREDENTIALS set), and otherwise the
-/// embedded demo, which needs no external service.
+/// With no subcommand it runs the pipeline against Pub/Sub, Redis and BigQuery (`streaming
+/// run`) when any flag of `streaming run` is on the command line or a cloud is configured
+/// (PUBSUB_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST, GOOGLE_APPLICATION_CREDENTIALS or PROJECT_ID
+/// set), and otherwise the embedded demo, which needs no external service; it says on stderr
+/// which one and why. Scripts and images should name the subcommand.
 #[derive(Parser, Debug)]
 #[command(
     name = "streaming",
     version,
     about,
     long_about,
-    args_conflicts_with_subcommands = true,
     after_help = EXIT_STATUS_HELP
 )]
 pub struct StreamingCli {
@@ -45,6 +46,19 @@ Exit status:
   78  configuration error (EX_CONFIG): a start-up check failed or a setting cannot be used;
       the message names the setting to fix";
 
+/// The outputs and exit status of `streaming replay`, for `--help`.
+pub(crate) const REPLAY_HELP: &str = "\
+Outputs (--out, --late, --touches, --dead-letter, --report) are written to a temporary file
+next to each and renamed into place only when the whole replay succeeded: a failed replay
+leaves every existing output as it was.
+
+Exit status:
+  0   replayed, every output in place
+  1   failed: an input cannot be read (or the users file has a bad line), an output cannot
+      be written, or more than --max-bad-share of an input's lines are bad (the wrong file,
+      e.g. the checkouts given as --clicks); no output was replaced
+  2   bad command line";
+
 /// Start-up checks and the shutdown grace period of the service.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct LifecycleArgs {
@@ -70,10 +84,12 @@ pub(crate) struct LifecycleArgs {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub(crate) enum StreamingCommand {
-    /// Run the streaming service (the default when a cloud is configured).
+    /// Run the streaming service (the default when a flag of it is given or a cloud is
+    /// configured).
     #[command(after_help = EXIT_STATUS_HELP)]
     Run(Box<crate::run::RunArgs>),
     /// Replay NDJSON files of clicks and checkouts through the engine into NDJSON rows.
+    #[command(after_help = REPLAY_HELP)]
     Replay(ReplayArgs),
     /// Generate events in process and attribute them into an NDJSON file (no external service).
     Demo(DemoArgs),
@@ -238,9 +254,29 @@ pub(crate) struct ReplayArgs {
     /// Also write an HTML report of the rows (one self-contained file, charts in inline SVG).
     #[arg(long, env = "REPLAY_REPORT")]
     pub(crate) report: Option<PathBuf>,
+    /// The largest share of bad lines an input may have, 0 to 1: above it the replay fails
+    /// (exit 1, no output replaced), since such a file is most likely the wrong one (the
+    /// checkouts given as --clicks, a binary file). 1 accepts any file.
+    #[arg(
+        long = "max-bad-share",
+        env = "REPLAY_MAX_BAD_SHARE",
+        default_value_t = firstclick_replay::DEFAULT_MAX_BAD_SHARE,
+        value_parser = parse_share
+    )]
+    pub(crate) max_bad_share: f64,
     /// Attribution settings.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
+}
+
+/// A share between 0 and 1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expected a share between 0 and 1 (e.g. 0.5), found {s:?}"
+        )),
+    }
 }
 
 /// `streaming demo` (also what `streaming` runs with no cloud configured).

@@ -1,7 +1,9 @@
 //! The embedded demo: the data generator feeds the engine directly, rows go to an NDJSON file.
 //! Every message still goes through the real parser, so the demo shows bad messages, duplicates,
 //! disorder and unknown users being handled as in production. The HTML report of the rows goes
-//! next to them (`demo-report.html`).
+//! next to them (`demo-report.html`), and so do the bad messages with their reasons
+//! (`demo-dead-letter.ndjson`, what the dead-letter topic gets in production): the log shows
+//! the first [`BAD_SHOWN`] and says how many more there are and where.
 
 use std::collections::HashMap;
 
@@ -12,6 +14,22 @@ use firstclick_replay::{NdjsonWriter, Pipeline};
 use firstclick_report::{RenderInfo, Report};
 
 use crate::args::DemoArgs;
+
+/// Bad messages logged one by one; the rest are counted in one line.
+const BAD_SHOWN: u64 = 5;
+
+/// A bad message as the demo's dead-letter file holds it.
+#[derive(serde::Serialize)]
+struct DeadLetter<'a> {
+    /// `click` or `checkout`.
+    stream: &'a str,
+    /// The offending field, if one is to blame.
+    field: Option<&'a str>,
+    /// Why it was refused.
+    reason: &'a str,
+    /// The message.
+    text: &'a str,
+}
 
 /// Runs the demo and prints its summary.
 pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -38,9 +56,11 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
     }
     let sink = NdjsonWriter::create(&args.out)?;
+    let dead_path = args.out.with_file_name("demo-dead-letter.ndjson");
+    let mut dead = NdjsonWriter::create(&dead_path)?;
     let mut report = Report::new();
     let mut pipeline = Pipeline::new(engine, users, sink).with_observer(&mut report);
-    let mut bad_shown = 0;
+    let mut bad_seen: u64 = 0;
     for event in generator {
         let parsed = match event.kind {
             EventKind::Click => parse_click(event.line.as_bytes()).map(|c| pipeline.click(c)),
@@ -52,16 +72,34 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             Ok(written) => written?,
             Err(bad) => {
                 pipeline.bad();
-                if bad_shown < 5 {
+                bad_seen += 1;
+                if bad_seen <= BAD_SHOWN {
                     tracing::warn!(reason = %bad, "bad message (dead-lettered in production)");
-                    bad_shown += 1;
                 }
+                dead.write(&DeadLetter {
+                    stream: event.kind.as_str(),
+                    field: bad.field,
+                    reason: &bad.reason,
+                    text: &event.line,
+                })?;
             }
         }
+    }
+    dead.flush()?;
+    if bad_seen > BAD_SHOWN {
+        tracing::warn!(
+            "... and {} more bad messages not shown; all {bad_seen} are in {} with their reasons",
+            bad_seen - BAD_SHOWN,
+            dead_path.display()
+        );
     }
     let (summary, _) = pipeline.finish()?;
     println!("{summary}");
     println!("rows written to {}", args.out.display());
+    println!(
+        "bad messages ({bad_seen}) written to {}",
+        dead_path.display()
+    );
     let report_path = args.out.with_file_name("demo-report.html");
     let info = RenderInfo {
         title: "firstclick demo report".into(),

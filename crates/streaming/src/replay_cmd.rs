@@ -1,4 +1,5 @@
-//! `streaming replay`: NDJSON files through the engine, summary at the end.
+//! `streaming replay`: NDJSON files through the engine, summary at the end. The outputs are
+//! renamed into place only when everything succeeded (the report included).
 
 use anyhow::Context;
 use firstclick_replay::ReplayOptions;
@@ -17,6 +18,7 @@ pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<()> {
         dead_letter: args.dead_letter,
         engine: args.engine.config(),
         progress: true,
+        max_bad_share: args.max_bad_share,
     };
     let summary = crate::report_file::replay_with_report(&opts, args.report.as_deref())?;
     let text = if args.summary_json {

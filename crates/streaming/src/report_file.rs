@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use firstclick_engine::EngineConfig;
-use firstclick_replay::{replay, replay_observed, ReplayOptions, Summary};
+use firstclick_replay::{replay, replay_staged, ReplayOptions, Summary};
 use firstclick_report::{RenderInfo, Report};
 
 /// What writing a report took.
@@ -20,7 +20,8 @@ pub(crate) struct Written {
 }
 
 /// [`replay`], and with `report` set the HTML report of its rows written there (announced on
-/// stderr: stdout carries the summary, possibly as JSON).
+/// stderr: stdout carries the summary, possibly as JSON). The replay's outputs are renamed
+/// into place after the report is written: a failed report leaves them as they were too.
 pub(crate) fn replay_with_report(
     opts: &ReplayOptions,
     report: Option<&Path>,
@@ -29,7 +30,7 @@ pub(crate) fn replay_with_report(
         return replay(opts).context("replay failed");
     };
     let mut aggregates = Report::new();
-    let summary = replay_observed(opts, &mut aggregates).context("replay failed")?;
+    let (summary, outputs) = replay_staged(opts, &mut aggregates).context("replay failed")?;
     let mut facts = vec![
         ("clicks file".to_string(), opts.clicks.display().to_string()),
         (
@@ -43,6 +44,7 @@ pub(crate) fn replay_with_report(
         facts,
     };
     let w = write_report(path, &aggregates, &info)?;
+    outputs.commit().context("replay failed")?;
     eprintln!(
         "report written to {} ({} bytes, rendered in {:.1} ms)",
         path.display(),

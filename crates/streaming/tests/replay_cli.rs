@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use firstclick_datagen::{write_data_set, DataSetPaths, Generator, GeneratorConfig};
 use firstclick_model::EventTime;
@@ -353,4 +353,173 @@ fn every_model_at_once_keeps_first_click_and_credits_sum_exactly() {
         .count();
     assert_eq!(credit.len(), attributed * 3);
     assert!(several > 100, "windows with several clicks: {several}");
+}
+
+/// A small data set with a few malformed lines, in `dir`.
+fn small_data_set(dir: &Path) {
+    let config = GeneratorConfig {
+        clicks: Some(2_000),
+        seed: 11,
+        users: 20,
+        malformed_rate: 0.01,
+        ..GeneratorConfig::default()
+    };
+    write_data_set(Generator::new(config), &DataSetPaths::in_dir(dir), |_| {})
+        .expect("data set written");
+}
+
+/// `streaming replay` of `clicks` and `checkouts` (paths) into `out`, with `extra` flags.
+fn replay_files(clicks: &Path, checkouts: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_streaming"))
+        .arg("replay")
+        .args(["--clicks", &clicks.to_string_lossy()])
+        .args(["--checkouts", &checkouts.to_string_lossy()])
+        .args(["--out", &out.to_string_lossy()])
+        .args(extra)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("streaming replay runs")
+}
+
+fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Temporary files left in `dir` (there must be none after any run).
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("list dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect()
+}
+
+/// Every output goes through a temporary file renamed at the end: whatever fails (an input
+/// that is a directory, an output that cannot be created, a report that cannot be written),
+/// an existing `--out` keeps its bytes and no other output appears.
+#[test]
+fn a_failed_replay_leaves_an_existing_out_untouched() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    small_data_set(dir.path());
+    let clicks = dir.path().join("clicks.ndjson");
+    let checkouts = dir.path().join("checkouts.ndjson");
+    let out = dir.path().join("rows.ndjson");
+    let late = dir.path().join("late.ndjson");
+    let previous = "{\"previous\": \"rows\"}\n";
+    std::fs::write(&out, previous).expect("previous rows");
+    let late_flag = ["--late", &*late.to_string_lossy()].map(str::to_string);
+    let late_args: Vec<&str> = late_flag.iter().map(String::as_str).collect();
+
+    // A directory as --clicks.
+    let o = replay_files(dir.path(), &checkouts, &out, &late_args);
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("it is a directory, expected an NDJSON file"),
+        "{err}"
+    );
+    assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).expect("out"), previous);
+
+    // A --dead-letter that cannot be created (its directory does not exist).
+    let mut args = late_args.clone();
+    args.extend(["--dead-letter", "/nonexistent/dead.ndjson"]);
+    let o = replay_files(&clicks, &checkouts, &out, &args);
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/dead.ndjson"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).expect("out"), previous);
+
+    // The replay succeeds but the report cannot be written: nothing is replaced either.
+    let mut args = late_args.clone();
+    args.extend(["--report", "/nonexistent/report.html"]);
+    let o = replay_files(&clicks, &checkouts, &out, &args);
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent/report.html"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).expect("out"), previous);
+    assert!(
+        !late.exists(),
+        "the late output appeared after a failed replay"
+    );
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+
+    // And a good replay replaces it.
+    let o = replay_files(&clicks, &checkouts, &out, &late_args);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let rows = lines(&out);
+    assert!(rows.len() > 100 && rows.iter().all(|r| r.get("checkout_id").is_some()));
+    assert!(late.exists());
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+}
+
+/// The checkouts given as --clicks, or a binary file: every line is bad. The replay fails
+/// (exit 1, nothing written) and says why, unless --max-bad-share allows it.
+#[test]
+fn an_input_of_mostly_bad_lines_fails_unless_allowed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    small_data_set(dir.path());
+    let clicks = dir.path().join("clicks.ndjson");
+    let checkouts = dir.path().join("checkouts.ndjson");
+    let out = dir.path().join("rows.ndjson");
+
+    let o = replay_files(&checkouts, &checkouts, &out, &[]);
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("100.0 % of the lines of"), "{err}");
+    assert!(err.contains("are not valid clicks"), "{err}");
+    assert!(err.contains("--max-bad-share 1"), "{err}");
+    assert!(!out.exists(), "rows written by a failed replay");
+
+    // Binary garbage (with newlines, so that there are lines) as --checkouts.
+    let binary = dir.path().join("binary.bin");
+    let bytes: Vec<u8> = (0..20_000u32)
+        .map(|i| {
+            if i % 97 == 0 {
+                b'\n'
+            } else {
+                (i.wrapping_mul(2_654_435_761) >> 24) as u8
+            }
+        })
+        .collect();
+    std::fs::write(&binary, bytes).expect("binary file");
+    let o = replay_files(&clicks, &binary, &out, &[]);
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("are not valid checkouts"), "{err}");
+    assert!(!out.exists());
+
+    // The ordinary data set (1 % malformed) passes the default threshold.
+    let o = replay_files(&clicks, &checkouts, &out, &[]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    std::fs::remove_file(&out).expect("remove rows");
+
+    // Allowed: a loud warning, and the (all organic) rows.
+    let o = replay_files(&checkouts, &checkouts, &out, &["--max-bad-share", "1"]);
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("warning: 100.0 % of the lines of"), "{err}");
+    let rows = lines(&out);
+    assert!(!rows.is_empty() && rows.iter().all(|r| r["click_id"].is_null()));
+
+    let o = replay_files(&clicks, &checkouts, &out, &["--max-bad-share", "1.5"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+}
+
+/// The logging flags are global: accepted after the subcommand and its flags.
+#[test]
+fn logging_flags_go_after_the_subcommand() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    small_data_set(dir.path());
+    let clicks = dir.path().join("clicks.ndjson");
+    let checkouts = dir.path().join("checkouts.ndjson");
+    let out = dir.path().join("rows.ndjson");
+    let o = replay_files(&clicks, &checkouts, &out, &["--log-format", "json"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    // Parsed there, not ignored: a bad value is refused.
+    let o = replay_files(&clicks, &checkouts, &out, &["--log-format", "yaml"]);
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--log-format"), "{err}");
 }
