@@ -71,9 +71,9 @@ pub fn main_entry() -> anyhow::Result<()> {
     match cli.command {
         Some(StreamingCommand::Replay(args)) => replay_cmd::run(args),
         Some(StreamingCommand::Demo(args)) => demo::run(args),
+        Some(StreamingCommand::Check(args)) => in_runtime(check::run(*args)),
         Some(StreamingCommand::Run(args)) => run_service(*args),
         Some(StreamingCommand::State(cmd)) => in_runtime(state_command(cmd)),
-        Some(StreamingCommand::Check(args)) => in_runtime(check::run(*args)),
         None if cloud_configured() => run_service(*cli.run),
         None => {
             tracing::info!(
