@@ -516,6 +516,12 @@ impl BigQuery {
         Ok(notes)
     }
 
+    /// Checks the touches table alone, as [`BigQuery::check_table`] does with `with_touches`
+    /// (so a checklist can report the two tables on lines of their own).
+    pub async fn check_touches_table(&self) -> Result<Vec<String>, EnsureError> {
+        self.check_spec_table(&self.touches_spec()).await
+    }
+
     async fn check_spec_table(&self, spec: &TableSpec) -> Result<Vec<String>, EnsureError> {
         let path = &spec.path;
         let found = self

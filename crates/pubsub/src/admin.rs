@@ -1,5 +1,7 @@
 //! Creating the pipeline's topics and subscriptions, idempotently: [`ensure_topology`] for the
-//! whole set, [`Admin`] for single topics and subscriptions (tests use it for fresh names).
+//! whole set, [`Admin`] for single topics and subscriptions (tests use it for fresh names), and
+//! reading a subscription's settings ([`Admin::subscription`], [`SubscriptionInfo`]) for the
+//! service's checks.
 
 use std::fmt;
 use std::time::Duration;
@@ -11,9 +13,6 @@ use google_cloud_pubsub::client::{SubscriptionAdmin, TopicAdmin};
 use crate::args::{validate_id, PubSubArgs, Topology};
 use crate::connection::Connection;
 use crate::error::{code_of, PubSubError};
-
-/// Ack deadline of the subscriptions `ensure_topology` creates.
-pub(crate) const ACK_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A topic or a subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +76,8 @@ impl TopologyReport {
 }
 
 /// Connects (see [`Connection::connect`]) and creates the four topics and a subscription on
-/// each, with a 60 s ack deadline. Running it again is fine: what exists is left alone.
+/// each, with the ack deadline of `--pubsub-ack-deadline-secs` (default 60 s, what the service
+/// expects). Running it again is fine: what exists is left alone.
 pub async fn ensure_topology(
     gcp: &GcpArgs,
     args: &PubSubArgs,
@@ -85,7 +85,30 @@ pub async fn ensure_topology(
     let topology = args.topology();
     topology.validate()?;
     let conn = Connection::connect(gcp, args).await?;
-    Admin::new(&conn).await?.ensure_topology(&topology).await
+    let ack_deadline = Duration::from_secs(u64::from(args.ack_deadline_secs));
+    Admin::new(&conn)
+        .await?
+        .ensure_topology(&topology, ack_deadline)
+        .await
+}
+
+/// What [`Admin::subscription`] reads of a subscription: the settings the service depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionInfo {
+    /// Full resource name (`projects/.../subscriptions/...`).
+    pub name: String,
+    /// Full name of the topic it is attached to (`_deleted-topic_` once that was deleted).
+    pub topic: String,
+    /// Its ack deadline, seconds.
+    pub ack_deadline_secs: i32,
+    /// Its dead-letter policy's topic and maximum delivery attempts, when it has one.
+    pub dead_letter: Option<(String, i32)>,
+    /// Its filter (empty: every message).
+    pub filter: String,
+    /// The push endpoint, when it is a push subscription (it cannot be pulled then).
+    pub push_endpoint: Option<String>,
+    /// Detached from its topic: it receives nothing.
+    pub detached: bool,
 }
 
 /// Admin clients for topics and subscriptions on one connection.
@@ -111,10 +134,12 @@ impl Admin {
         &self.conn
     }
 
-    /// Creates every topic, then every subscription, of `topology`.
+    /// Creates every topic, then every subscription, of `topology`; new subscriptions get
+    /// `ack_deadline`.
     pub async fn ensure_topology(
         &self,
         topology: &Topology,
+        ack_deadline: Duration,
     ) -> Result<TopologyReport, PubSubError> {
         topology.validate()?;
         let mut report = TopologyReport::default();
@@ -128,7 +153,7 @@ impl Admin {
         }
         for (subscription, topic) in topology.subscriptions() {
             let outcome = self
-                .ensure_subscription(subscription, topic, ACK_DEADLINE)
+                .ensure_subscription(subscription, topic, ack_deadline)
                 .await?;
             report.resources.push(ResourceStatus {
                 kind: ResourceKind::Subscription,
@@ -229,18 +254,39 @@ impl Admin {
     pub async fn check_topic(&self, topic: &str) -> Result<(), PubSubError> {
         let name = self.conn.topic_path(topic);
         let fut = self.topics.get_topic().set_topic(&name).send();
-        self.not_found_as("topic", &name, fut).await
+        self.not_found_as("topic", &name, fut).await.map(drop)
     }
 
     /// Fails with [`PubSubError::NotFound`] unless subscription `subscription` (an id) exists.
     pub async fn check_subscription(&self, subscription: &str) -> Result<(), PubSubError> {
+        self.subscription(subscription).await.map(drop)
+    }
+
+    /// Reads subscription `subscription` (an id): its topic, ack deadline, dead-letter policy,
+    /// filter and delivery type. Fails with [`PubSubError::NotFound`] when it does not exist.
+    pub async fn subscription(&self, subscription: &str) -> Result<SubscriptionInfo, PubSubError> {
         let name = self.conn.subscription_path(subscription);
         let fut = self
             .subscriptions
             .get_subscription()
             .set_subscription(&name)
             .send();
-        self.not_found_as("subscription", &name, fut).await
+        let s = self.not_found_as("subscription", &name, fut).await?;
+        Ok(SubscriptionInfo {
+            name: s.name,
+            topic: s.topic,
+            ack_deadline_secs: s.ack_deadline_seconds,
+            dead_letter: s
+                .dead_letter_policy
+                .filter(|p| !p.dead_letter_topic.is_empty())
+                .map(|p| (p.dead_letter_topic, p.max_delivery_attempts)),
+            filter: s.filter,
+            push_endpoint: s
+                .push_config
+                .map(|p| p.push_endpoint)
+                .filter(|e| !e.is_empty()),
+            detached: s.detached,
+        })
     }
 
     /// Deletes topic `topic` (an id); a missing topic is fine.
@@ -270,9 +316,9 @@ impl Admin {
         kind: &'static str,
         name: &str,
         fut: impl std::future::Future<Output = Result<T, crate::error::ClientError>>,
-    ) -> Result<(), PubSubError> {
+    ) -> Result<T, PubSubError> {
         match self.conn.call(format!("reading {kind} {name}"), fut).await {
-            Ok(_) => Ok(()),
+            Ok(v) => Ok(v),
             Err(PubSubError::Rpc { cause, .. }) if code_of(&cause) == Some(Code::NotFound) => {
                 Err(PubSubError::NotFound {
                     kind,

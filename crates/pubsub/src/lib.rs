@@ -24,7 +24,8 @@ mod publisher;
 mod subscriber;
 
 pub use admin::{
-    ensure_topology, Admin, ResourceKind, ResourceOutcome, ResourceStatus, TopologyReport,
+    ensure_topology, Admin, ResourceKind, ResourceOutcome, ResourceStatus, SubscriptionInfo,
+    TopologyReport,
 };
 pub use args::{PubSubArgs, Topology};
 pub use connection::{Connection, Target, CLOUD_TIMEOUT};

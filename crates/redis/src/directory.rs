@@ -277,6 +277,20 @@ impl UserDirectory {
         }
     }
 
+    /// Reads user `id`'s `user_name` with one `HGET`, past the cache (nothing is cached or
+    /// counted): the service's checks use it to see that the user hashes can be read.
+    pub async fn read_name_uncached(&self, id: UserId) -> Result<Option<String>, RedisError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(redis_key(id)).arg(USER_NAME_FIELD);
+        let reply = self
+            .bounded(self.timeouts.operation, async {
+                let mut conn = self.conn.clone();
+                cmd.query_async::<Value>(&mut conn).await
+            })
+            .await?;
+        self.name_from_reply(id, reply)
+    }
+
     /// Waits until Redis answers `PING`, probing every 100 ms, for at most `timeout`.
     pub async fn wait_until_ready(&self, timeout: Duration) -> Result<(), RedisError> {
         let start = Instant::now();

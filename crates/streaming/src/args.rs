@@ -93,6 +93,10 @@ pub(crate) enum StreamingCommand {
     Replay(ReplayArgs),
     /// Generate events in process and attribute them into an NDJSON file (no external service).
     Demo(DemoArgs),
+    /// Check the configuration of `run` against the real services, consuming nothing; prints a
+    /// checklist, exit 78 when a check fails.
+    #[command(after_help = crate::check::EXIT_STATUS_HELP)]
+    Check(Box<crate::check::CheckArgs>),
     /// Look at or delete the service's checkpoint in Redis.
     #[command(subcommand)]
     State(StateCommand),

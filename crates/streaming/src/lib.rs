@@ -16,8 +16,9 @@
 //!   through pending streams), with its retries.
 //! - `state`: loading the checkpoint from Redis ([`load_checkpoint`], [`Loaded`]); `state
 //!   inspect` and `state reset`.
-//! - `preflight`: the start-up checks of every dependency (exit code 78 when one fails), and
-//!   their periodic probes afterwards.
+//! - `preflight`: the checks of every dependency, run at start-up (exit code 78 when one
+//!   fails) and by `check`, and their periodic probes afterwards.
+//! - `check`: `streaming check`, the checklist of a configuration against the real services.
 //! - `health`: readiness and each dependency's up/down state (/readyz, the gauges).
 //! - `outage`: retries with jittered backoff that log an outage once.
 //! - `shutdown`: SIGTERM/SIGINT handling, the grace period after which the stop is forced.
@@ -32,6 +33,7 @@
 //! checks [`StreamingCli`], the checkpoint benchmark [`load_checkpoint`].
 
 mod args;
+mod check;
 mod demo;
 mod health;
 mod http;
@@ -149,6 +151,7 @@ pub fn main_entry() -> anyhow::Result<()> {
     match cli.command {
         Some(StreamingCommand::Replay(args)) => replay_cmd::run(args),
         Some(StreamingCommand::Demo(args)) => demo::run(args),
+        Some(StreamingCommand::Check(args)) => in_runtime(check::run(*args)),
         Some(StreamingCommand::Run(args)) => run_service(*args),
         Some(StreamingCommand::State(cmd)) => in_runtime(state_command(cmd)),
         None => {
