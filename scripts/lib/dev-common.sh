@@ -13,10 +13,12 @@ PUBSUB_PORT="${FIRSTCLICK_PUBSUB_PORT:-8085}"
 BQ_PORT="${FIRSTCLICK_BQ_PORT:-9050}"
 BQ_GRPC_PORT="${FIRSTCLICK_BQ_GRPC_PORT:-9060}"
 REDIS_PORT="${FIRSTCLICK_REDIS_PORT:-6380}"
+# The first of the three cluster nodes' ports (the others are +1, +2; buses +10000).
+REDIS_CLUSTER_PORT="${FIRSTCLICK_REDIS_CLUSTER_PORT:-7001}"
 BQ_PROJECT="${PROJECT_ID:-test-project}"
 
 # Services in start order; dev-down stops them in reverse.
-ALL_SERVICES=(pubsub bigquery redis)
+ALL_SERVICES=(pubsub bigquery redis redis-cluster)
 
 log() { printf '%s\n' "$*" >&2; }
 die() {
@@ -36,6 +38,17 @@ check_ports() {
 	check_port FIRSTCLICK_BQ_PORT "$BQ_PORT"
 	check_port FIRSTCLICK_BQ_GRPC_PORT "$BQ_GRPC_PORT"
 	check_port FIRSTCLICK_REDIS_PORT "$REDIS_PORT"
+	check_port FIRSTCLICK_REDIS_CLUSTER_PORT "$REDIS_CLUSTER_PORT"
+	# Three nodes and their cluster buses (port + 10000) must all be ports.
+	if ((10#$REDIS_CLUSTER_PORT + 2 + 10000 > 65535)); then
+		die "FIRSTCLICK_REDIS_CLUSTER_PORT must be at most 55533 (the nodes use it, +1, +2 and each +10000), found '$REDIS_CLUSTER_PORT'"
+	fi
+}
+
+# cluster_ports: the three cluster nodes' ports.
+cluster_ports() {
+	local base=$((10#$REDIS_CLUSTER_PORT))
+	printf '%s %s %s\n' "$base" "$((base + 1))" "$((base + 2))"
 }
 
 # select_services ARG...: set SERVICES to the named services (all when none),
@@ -146,6 +159,14 @@ bigquery_ready() {
 redis_ready() {
 	[[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]
 }
+# Every node serves the whole slot space with the others (a cluster of three masters).
+redis_cluster_ready() {
+	local port info
+	for port in $(cluster_ports); do
+		info="$(redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null)" || return 1
+		[[ $info == *cluster_state:ok* && $info == *cluster_known_nodes:3* ]] || return 1
+	done
+}
 
 # service_port NAME: the port(s) a service listens on, for messages.
 service_port() {
@@ -153,6 +174,7 @@ service_port() {
 	pubsub) printf '%s' "$PUBSUB_PORT" ;;
 	bigquery) printf '%s (REST), %s (gRPC)' "$BQ_PORT" "$BQ_GRPC_PORT" ;;
 	redis) printf '%s' "$REDIS_PORT" ;;
+	redis-cluster) cluster_ports | sed 's/ /, /g' | tr -d '\n' ;;
 	esac
 }
 
@@ -164,6 +186,7 @@ export PUBSUB_EMULATOR_HOST=127.0.0.1:$PUBSUB_PORT
 export BIGQUERY_EMULATOR_HOST=127.0.0.1:$BQ_PORT
 export BIGQUERY_EMULATOR_GRPC_HOST=127.0.0.1:$BQ_GRPC_PORT
 export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+export REDIS_CLUSTER_URL=$(cluster_ports | sed 's|^|redis://127.0.0.1:|; s| |,redis://127.0.0.1:|g')
 export PROJECT_ID=$(printf '%q' "$BQ_PROJECT")
 EOF
 }

@@ -14,7 +14,8 @@ use crate::error::RedisError;
 /// Where Redis is and how the user-name cache behaves.
 #[derive(Args, Clone)]
 pub struct RedisArgs {
-    /// Redis server URL: `redis://[user[:password]@]host[:port][/db]`.
+    /// Redis server URL: `redis://[user[:password]@]host[:port][/db]`. For a Redis Cluster, a
+    /// comma-separated list of seed nodes (`redis://h1:7001,redis://h2:7002`).
     #[arg(
         long = "redis-url",
         env = "REDIS_URL",
@@ -29,6 +30,17 @@ pub struct RedisArgs {
         hide_env_values = true
     )]
     pub redis_password: Option<String>,
+
+    /// Connect as a Redis Cluster client even with one seed URL (implied by several).
+    #[arg(
+        long = "redis-cluster",
+        env = "REDIS_CLUSTER",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub redis_cluster: bool,
 
     /// How long a looked-up user name (or its absence) is reused before Redis is asked again.
     #[arg(
@@ -52,6 +64,7 @@ impl Default for RedisArgs {
         RedisArgs {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_password: None,
+            redis_cluster: false,
             user_cache_ttl_secs: 60,
             user_cache_capacity: 100_000,
         }
@@ -66,6 +79,7 @@ impl fmt::Debug for RedisArgs {
                 "redis_password",
                 &self.redis_password.as_ref().map(|_| "<redacted>"),
             )
+            .field("redis_cluster", &self.redis_cluster)
             .field("user_cache_ttl_secs", &self.user_cache_ttl_secs)
             .field("user_cache_capacity", &self.user_cache_capacity)
             .finish()
@@ -73,15 +87,59 @@ impl fmt::Debug for RedisArgs {
 }
 
 impl RedisArgs {
-    /// Parses `--redis-url` and applies `--redis-password` when the URL has no password of its
-    /// own (a password in the URL wins). An empty `--redis-password` counts as none.
+    /// The seed URLs of `--redis-url`: the comma-separated parts, trimmed, empty ones skipped.
+    pub fn seed_urls(&self) -> Vec<&str> {
+        self.redis_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// Whether to connect as a Redis Cluster client: `--redis-cluster`, or more than one seed
+    /// URL.
+    pub fn is_cluster(&self) -> bool {
+        self.redis_cluster || self.seed_urls().len() > 1
+    }
+
+    /// Parses `--redis-url` (a single server) and applies `--redis-password` when the URL has
+    /// no password of its own (a password in the URL wins). An empty `--redis-password` counts
+    /// as none. A list of seed URLs is refused here: use [`RedisArgs::connection_infos`].
     pub fn connection_info(&self) -> Result<ConnectionInfo, RedisError> {
-        let info = self
-            .redis_url
-            .as_str()
+        let seeds = self.seed_urls();
+        if seeds.len() > 1 {
+            return Err(RedisError::InvalidUrl {
+                url: redact_url(&self.redis_url),
+                source: redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "a list of seed URLs names a Redis Cluster, not one server",
+                )),
+            });
+        }
+        self.parse_one(seeds.first().copied().unwrap_or(""))
+    }
+
+    /// Every seed URL of `--redis-url`, parsed, each with `--redis-password` applied like
+    /// [`RedisArgs::connection_info`] does (so the password and TLS scheme apply to every node).
+    pub fn connection_infos(&self) -> Result<Vec<ConnectionInfo>, RedisError> {
+        let seeds = self.seed_urls();
+        if seeds.is_empty() {
+            return Err(RedisError::InvalidUrl {
+                url: redact_url(&self.redis_url),
+                source: redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "no URL given",
+                )),
+            });
+        }
+        seeds.into_iter().map(|u| self.parse_one(u)).collect()
+    }
+
+    fn parse_one(&self, url: &str) -> Result<ConnectionInfo, RedisError> {
+        let info = url
             .into_connection_info()
             .map_err(|source| RedisError::InvalidUrl {
-                url: redact_url(&self.redis_url),
+                url: redact_url(url),
                 source,
             })?;
         let password = self.redis_password.as_deref().filter(|p| !p.is_empty());
@@ -109,8 +167,16 @@ impl RedisArgs {
 }
 
 /// Replaces the password of `scheme://user:password@host...` (or `scheme://:password@host`) by
-/// `***`. A lone `scheme://name@host` is redacted as well, in case the name is a secret.
+/// `***`. A lone `scheme://name@host` is redacted as well, in case the name is a secret. A
+/// comma-separated list of seed URLs is redacted URL by URL.
 pub(crate) fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact_one).collect::<Vec<_>>().join(",");
+    }
+    redact_one(url)
+}
+
+fn redact_one(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -227,6 +293,10 @@ mod tests {
         assert_eq!(redact_url("redis://u:p@w@h:1"), "redis://u:***@h:1");
         assert_eq!(redact_url("rediss://pw@h"), "rediss://:***@h");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("redis://:a@h1:1,redis://:b@h2:2"),
+            "redis://:***@h1:1,redis://:***@h2:2"
+        );
     }
 
     #[test]
@@ -240,5 +310,39 @@ mod tests {
         assert!(matches!(err, RedisError::InvalidUrl { .. }), "{msg}");
         assert!(!msg.contains("topsecret"), "{msg}");
         assert!(msg.contains("REDIS_URL"), "{msg}");
+    }
+
+    #[test]
+    fn seed_lists_mean_a_cluster_and_each_node_gets_the_password() {
+        let args = RedisArgs {
+            redis_url: "redis://127.0.0.1:7001, redis://127.0.0.1:7002,".into(),
+            redis_password: Some("pw".into()),
+            ..RedisArgs::default()
+        };
+        assert!(args.is_cluster());
+        assert_eq!(
+            args.seed_urls(),
+            ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]
+        );
+        let infos = args.connection_infos().unwrap();
+        assert_eq!(infos.len(), 2);
+        for info in &infos {
+            assert_eq!(info.redis_settings().password(), Some("pw"));
+        }
+        assert_eq!(infos[1].addr().to_string(), "127.0.0.1:7002");
+        let err = args.connection_info().unwrap_err();
+        assert!(err.to_string().contains("Cluster"), "{err}");
+
+        let one = RedisArgs::default();
+        assert!(!one.is_cluster());
+        let forced = RedisArgs {
+            redis_cluster: true,
+            ..RedisArgs::default()
+        };
+        assert!(forced.is_cluster());
+        let cli = Cli::try_parse_from(["x", "--redis-cluster"]).unwrap();
+        assert!(cli.redis.redis_cluster);
+        let cli = Cli::try_parse_from(["x", "--redis-cluster", "false"]).unwrap();
+        assert!(!cli.redis.redis_cluster);
     }
 }

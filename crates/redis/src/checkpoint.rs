@@ -11,18 +11,30 @@
 //! - `firstclick:{NAME}:base:GEN`, a list: the pieces of base `GEN`, appended while the worker
 //!   goes on; switched in by one Lua script that updates `meta` and trims the changelog.
 //!
+//! **Fencing.** A store made [`CheckpointStore::with_fence`] (the partition's lease, from
+//! [`crate::LeaseStore::fence`]) runs every write as one Lua script that first compares the
+//! lease key (same hash slot) with the value of this worker's lease and refuses with
+//! [`RedisError::Fenced`] when it differs, so a worker that lost its lease (paused past it)
+//! can never write into the new owner's checkpoint, whatever the clocks say. The check and the
+//! write are one atomic script: no other write can come between. Reads are not fenced, and a
+//! store without a fence writes as before, without scripts or extra round trips.
+//!
 //! The element bytes are opaque here (`firstclick-checkpoint` owns the format); this module
 //! owns the keys and the atomicity of each step. Calls are bounded in time like every other
 //! call of this crate, with a longer response bound because elements can be megabytes.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use redis::Script;
 
 use crate::args::RedisArgs;
-use crate::directory::{connection_manager, Timeouts};
+use crate::connection::RedisConnection;
+use crate::directory::Timeouts;
 use crate::error::RedisError;
+use crate::keys;
+use crate::lease::Fence;
 
 /// The checkpoint format version recorded in `meta` (the elements carry it too).
 pub const META_FORMAT: u16 = 2;
@@ -41,6 +53,69 @@ redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'base_from_seq', ARGV[2],
   'base_written_ms', ARGV[5])
 return head
 "#;
+
+// The fenced writes. Each starts with the same check: KEYS[1] is the partition's lease, ARGV[1]
+// the value it must hold ("<worker> <token>"); otherwise the script writes nothing and fails
+// with `FENCED <what the lease holds>`, turned into RedisError::Fenced. The rest of each script
+// is the write the unfenced store sends as a plain command, with KEYS and ARGV shifted by one.
+
+/// The check every fenced script starts with.
+const FENCE_CHECK: &str = r"
+local lease = redis.call('GET', KEYS[1])
+if lease ~= ARGV[1] then
+  return redis.error_reply('FENCED ' .. (lease or 'nothing'))
+end
+";
+
+/// HSETNX meta format V. KEYS: lease, meta. ARGV: expected, format.
+static FENCED_INIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{FENCE_CHECK}return redis.call('HSETNX', KEYS[2], 'format', ARGV[2])"
+    ))
+});
+
+/// RPUSH list elements...; returns the new length. In chunks of 1000 arguments, below Lua's
+/// limit on unpack(); the script is atomic all the same. KEYS: lease, list. ARGV: expected,
+/// elements...
+static FENCED_RPUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{FENCE_CHECK}
+local len = redis.call('LLEN', KEYS[2])
+for i = 2, #ARGV, 1000 do
+  len = redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return len"
+    ))
+});
+
+/// UNLINK keys...; returns how many existed. KEYS: lease, keys... ARGV: expected.
+static FENCED_UNLINK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{FENCE_CHECK}
+local n = 0
+for i = 2, #KEYS, 1000 do
+  n = n + redis.call('UNLINK', unpack(KEYS, i, math.min(i + 999, #KEYS)))
+end
+return n"
+    ))
+});
+
+/// COMMIT_BASE behind the check. KEYS: lease, meta, log. ARGV: expected, then COMMIT_BASE's.
+static FENCED_COMMIT_BASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{FENCE_CHECK}
+local head = tonumber(redis.call('HGET', KEYS[2], 'log_head_seq') or '0')
+local from = tonumber(ARGV[3])
+if from > head then
+  redis.call('LTRIM', KEYS[3], from - head, -1)
+  head = from
+end
+redis.call('HSET', KEYS[2], 'generation', ARGV[2], 'base_from_seq', ARGV[3],
+  'log_head_seq', head, 'base_pieces', ARGV[4], 'base_bytes', ARGV[5],
+  'base_written_ms', ARGV[6])
+return head"
+    ))
+});
 
 /// What `meta` says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,10 +138,11 @@ pub struct CheckpointMeta {
 
 /// Reads and writes the checkpoint of one pipeline.
 pub struct CheckpointStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     addr: String,
     name: String,
     timeouts: Timeouts,
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for CheckpointStore {
@@ -74,26 +150,42 @@ impl std::fmt::Debug for CheckpointStore {
         f.debug_struct("CheckpointStore")
             .field("addr", &self.addr)
             .field("name", &self.name)
+            .field("fence", &self.fence)
             .finish()
     }
 }
 
 impl CheckpointStore {
-    /// A store for the checkpoint named `name` on the server the flags name. Does not connect
-    /// yet.
+    /// A store for the checkpoint named `name` on the server (or cluster) the flags name,
+    /// unfenced. Does not connect yet.
     pub fn new(args: &RedisArgs, name: impl Into<String>) -> Result<Self, RedisError> {
         let timeouts = Timeouts {
             response: Duration::from_secs(30),
             operation: Duration::from_secs(60),
             ..Timeouts::default()
         };
-        let (conn, addr) = connection_manager(args.connection_info()?, &timeouts)?;
+        let (conn, addr) = RedisConnection::from_args(args, &timeouts)?;
         Ok(CheckpointStore {
             conn,
             addr,
             name: name.into(),
             timeouts,
+            fence: None,
         })
+    }
+
+    /// The same store with every write fenced by `fence` (see the module documentation). The
+    /// fence must be of this checkpoint's partition (`fence.checkpoint_name == self.name()`);
+    /// writes through a fence of another partition are refused with
+    /// [`RedisError::Checkpoint`].
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// The fence of this store's writes, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 
     /// The checkpoint's name.
@@ -108,23 +200,60 @@ impl CheckpointStore {
 
     /// The key of `meta`.
     pub fn meta_key(&self) -> String {
-        format!("firstclick:{{{}}}:meta", self.name)
+        keys::meta_key(&self.name)
     }
 
     /// The key of the changelog.
     pub fn log_key(&self) -> String {
-        format!("firstclick:{{{}}}:log", self.name)
+        keys::log_key(&self.name)
     }
 
     /// The key of base `generation`.
     pub fn base_key(&self, generation: u64) -> String {
-        format!("firstclick:{{{}}}:base:{generation}", self.name)
+        keys::base_key(&self.name, generation)
     }
 
     fn broken(&self, reason: impl Into<String>) -> RedisError {
         RedisError::Checkpoint {
-            key: format!("firstclick:{{{}}}", self.name),
+            key: keys::checkpoint_prefix(&self.name),
             reason: reason.into(),
+        }
+    }
+
+    /// The fence to check before a write, if any; a fence of another partition is refused.
+    fn write_fence(&self) -> Result<Option<&Fence>, RedisError> {
+        match &self.fence {
+            Some(f) if f.checkpoint_name != self.name => Err(self.broken(format!(
+                "a write was fenced by the lease of {:?}, not of this checkpoint; the worker \
+                 built the store with the wrong partition's fence",
+                f.checkpoint_name
+            ))),
+            other => Ok(other.as_ref()),
+        }
+    }
+
+    /// Runs a fenced script: KEYS = [lease, `keys`...], ARGV = [expected, `args`...].
+    async fn fenced<T: redis::FromRedisValue>(
+        &self,
+        fence: &Fence,
+        script: &Script,
+        keys: &[String],
+        args: &[&[u8]],
+    ) -> Result<T, RedisError> {
+        let mut inv = script.key(&fence.lease_key);
+        for k in keys {
+            inv.key(k);
+        }
+        inv.arg(&fence.expected);
+        for a in args {
+            inv.arg(*a);
+        }
+        let mut conn = self.conn.clone();
+        match self.bounded(inv.invoke_async(&mut conn)).await {
+            Err(RedisError::Command { source, .. }) if source.code() == Some("FENCED") => {
+                Err(fence.refused(source.detail().unwrap_or("nothing")))
+            }
+            other => other,
         }
     }
 
@@ -175,6 +304,12 @@ impl CheckpointStore {
 
     /// Creates `meta` for an empty checkpoint (when there is none).
     pub async fn init(&self) -> Result<(), RedisError> {
+        if let Some(f) = self.write_fence()? {
+            let format = META_FORMAT.to_string();
+            return self
+                .fenced::<()>(f, &FENCED_INIT, &[self.meta_key()], &[format.as_bytes()])
+                .await;
+        }
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("HSETNX");
         cmd.arg(self.meta_key()).arg("format").arg(META_FORMAT);
@@ -201,6 +336,12 @@ impl CheckpointStore {
     pub async fn append_log(&self, elements: &[Vec<u8>]) -> Result<u64, RedisError> {
         if elements.is_empty() {
             return self.log_len().await;
+        }
+        if let Some(f) = self.write_fence()? {
+            let args: Vec<&[u8]> = elements.iter().map(Vec::as_slice).collect();
+            return self
+                .fenced(f, &FENCED_RPUSH, &[self.log_key()], &args)
+                .await;
         }
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("RPUSH");
@@ -239,6 +380,11 @@ impl CheckpointStore {
     /// Deletes base `generation` (what an interrupted attempt left, or a replaced base).
     /// `UNLINK` frees a large base in the background, without stalling the server.
     pub async fn drop_base(&self, generation: u64) -> Result<(), RedisError> {
+        if let Some(f) = self.write_fence()? {
+            return self
+                .fenced::<()>(f, &FENCED_UNLINK, &[self.base_key(generation)], &[])
+                .await;
+        }
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("UNLINK");
         cmd.arg(self.base_key(generation));
@@ -247,6 +393,11 @@ impl CheckpointStore {
 
     /// Appends a piece to base `generation`.
     pub async fn append_base(&self, generation: u64, piece: &[u8]) -> Result<(), RedisError> {
+        if let Some(f) = self.write_fence()? {
+            return self
+                .fenced::<()>(f, &FENCED_RPUSH, &[self.base_key(generation)], &[piece])
+                .await;
+        }
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("RPUSH");
         cmd.arg(self.base_key(generation)).arg(piece);
@@ -263,6 +414,19 @@ impl CheckpointStore {
         bytes: u64,
         written_ms: u64,
     ) -> Result<(), RedisError> {
+        if let Some(f) = self.write_fence()? {
+            let args =
+                [generation, base_from_seq, pieces, bytes, written_ms].map(|n| n.to_string());
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            return self
+                .fenced::<()>(
+                    f,
+                    &FENCED_COMMIT_BASE,
+                    &[self.meta_key(), self.log_key()],
+                    &args,
+                )
+                .await;
+        }
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(COMMIT_BASE)
@@ -286,6 +450,11 @@ impl CheckpointStore {
             Err(RedisError::Checkpoint { .. }) => 0,
             Err(e) => return Err(e),
         };
+        if let Some(f) = self.write_fence()? {
+            let mut keys = vec![self.meta_key(), self.log_key()];
+            keys.extend((0..=generation + 1).map(|g| self.base_key(g)));
+            return self.fenced(f, &FENCED_UNLINK, &keys, &[]).await;
+        }
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("UNLINK");
         cmd.arg(self.meta_key()).arg(self.log_key());

@@ -1,8 +1,9 @@
 //! [`UserDirectory`]: user names from the Redis hashes `user_{id}`, through a small TTL cache,
 //! with every cache miss of a call fetched in one pipelined round trip; and bulk writes of users.
 //!
-//! One [`redis::aio::ConnectionManager`] (a multiplexed connection that reconnects by itself) is
-//! shared by all callers. Every operation is bounded in time ([`Timeouts`]), so an outage shows up
+//! One [`RedisConnection`] (multiplexed, reconnecting by itself; to one server or a Redis
+//! Cluster) is shared by all callers. On a cluster the lookups of one call are pipelined per
+//! node (`crate::connection`). Every operation is bounded in time ([`Timeouts`]), so an outage shows up
 //! as an error within seconds and the caller can back off and retry; when the server returns, the
 //! next calls reconnect without rebuilding anything.
 
@@ -14,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use firstclick_model::user::redis_key;
 use firstclick_model::UserId;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionInfo, Pipeline, Value};
+use redis::{Cmd, ConnectionInfo, Value};
 
 use crate::args::RedisArgs;
 use crate::cache::{CacheSettings, TtlCache};
+use crate::connection::{self, PerKey, RedisConnection};
 use crate::error::RedisError;
 
 /// The hash field that holds a user's name.
@@ -55,31 +56,6 @@ impl Default for Timeouts {
     }
 }
 
-/// A lazily connecting, self-reconnecting connection bounded by `timeouts`, and the server's
-/// `host:port` for messages. Must be called inside a Tokio runtime.
-pub(crate) fn connection_manager(
-    info: ConnectionInfo,
-    timeouts: &Timeouts,
-) -> Result<(ConnectionManager, String), RedisError> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(RedisError::NoRuntime);
-    }
-    let addr = info.addr().to_string();
-    let client = redis::Client::open(info).map_err(|source| RedisError::InvalidUrl {
-        url: addr.clone(),
-        source,
-    })?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeouts.connect))
-        .set_response_timeout(Some(timeouts.response))
-        .set_number_of_retries(timeouts.reconnect_retries)
-        .set_min_delay(Duration::from_millis(100))
-        .set_max_delay(Duration::from_millis(500));
-    let conn = ConnectionManager::new_lazy_with_config(client, config)
-        .map_err(|e| RedisError::from_redis(&addr, e, timeouts.connect))?;
-    Ok((conn, addr))
-}
-
 /// Counters for metrics. All are totals since the directory was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirectoryStats {
@@ -109,7 +85,8 @@ struct Counters {
 /// User names from Redis, cached. Cheap to share behind an `Arc`; all methods take `&self` and
 /// concurrent callers share one multiplexed connection.
 pub struct UserDirectory {
-    conn: ConnectionManager,
+    conn: RedisConnection,
+    per_key: PerKey,
     /// `host:port`, for messages (never the password).
     addr: String,
     timeouts: Timeouts,
@@ -133,28 +110,52 @@ impl UserDirectory {
     /// Does not connect: the connection is opened by the first call (use
     /// [`UserDirectory::wait_until_ready`] to check the server at start-up), so a service can
     /// start while Redis is still down. Must be called inside a Tokio runtime.
+    /// With several seed URLs in `--redis-url`, or `--redis-cluster`, it is a Redis Cluster
+    /// client.
     pub fn new(args: &RedisArgs) -> Result<Self, RedisError> {
-        Self::with_settings(
-            args.connection_info()?,
-            args.cache_settings(),
-            Timeouts::default(),
-        )
+        Self::with_args(args, args.cache_settings(), Timeouts::default())
     }
 
-    /// Builds a directory from explicit settings. Does not connect (see [`UserDirectory::new`]).
+    /// Like [`UserDirectory::new`], with explicit cache settings and timeouts.
+    pub fn with_args(
+        args: &RedisArgs,
+        cache: CacheSettings,
+        timeouts: Timeouts,
+    ) -> Result<Self, RedisError> {
+        let (conn, addr) = RedisConnection::from_args(args, &timeouts)?;
+        Ok(Self::with_connection(conn, addr, cache, timeouts))
+    }
+
+    /// Builds a directory on one server from explicit settings. Does not connect (see
+    /// [`UserDirectory::new`]).
     pub fn with_settings(
         info: ConnectionInfo,
         cache: CacheSettings,
         timeouts: Timeouts,
     ) -> Result<Self, RedisError> {
-        let (conn, addr) = connection_manager(info, &timeouts)?;
-        Ok(UserDirectory {
+        let (conn, addr) = connection::single(info, &timeouts)?;
+        Ok(Self::with_connection(conn, addr, cache, timeouts))
+    }
+
+    fn with_connection(
+        conn: RedisConnection,
+        addr: String,
+        cache: CacheSettings,
+        timeouts: Timeouts,
+    ) -> Self {
+        UserDirectory {
             conn,
+            per_key: PerKey::default(),
             addr,
             timeouts,
             cache: Mutex::new(TtlCache::new(cache)),
             counters: Counters::default(),
-        })
+        }
+    }
+
+    /// Whether this directory talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
     }
 
     /// `host:port` of the server.
@@ -166,8 +167,8 @@ impl UserDirectory {
     /// and users without that field. Every id of `ids` is a key of the answer.
     ///
     /// Cached answers (including `None`) younger than the TTL are reused; all other ids are
-    /// fetched in one pipelined round trip (`HGET user_{id} user_name` each). On error nothing is
-    /// cached and the caller should retry later ([`RedisError::is_transient`]).
+    /// fetched in one pipelined round trip (`HGET user_{id} user_name` each; on a cluster one
+    /// pipeline per node, concurrently). On error nothing is cached and the caller should retry later ([`RedisError::is_transient`]).
     pub async fn names(
         &self,
         ids: &[UserId],
@@ -203,14 +204,18 @@ impl UserDirectory {
             return Ok(answer);
         }
 
-        let mut pipe = redis::pipe();
         // Per-command errors come back as values: one odd key must not fail the whole batch.
-        pipe.ignore_errors();
-        for &id in &misses {
-            pipe.cmd("HGET").arg(redis_key(id)).arg(USER_NAME_FIELD);
-        }
+        let keys: Vec<String> = misses.iter().map(|&id| redis_key(id)).collect();
+        let cmds: Vec<Cmd> = keys
+            .iter()
+            .map(|key| {
+                let mut cmd = redis::cmd("HGET");
+                cmd.arg(key).arg(USER_NAME_FIELD);
+                cmd
+            })
+            .collect();
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
-        let replies = self.run_pipeline(&pipe).await?;
+        let replies = self.run_per_key(&keys, &cmds).await?;
         if replies.len() != misses.len() {
             return Err(self.fail(RedisError::UnexpectedReply {
                 addr: self.addr.clone(),
@@ -238,17 +243,33 @@ impl UserDirectory {
     /// are forgotten. On error, earlier batches stay written; writing again is harmless.
     pub async fn put_users(&self, users: &[(UserId, String, String)]) -> Result<(), RedisError> {
         for batch in users.chunks(PUT_BATCH) {
-            let mut pipe = redis::pipe();
-            for (id, name, password) in batch {
-                pipe.cmd("HSET")
-                    .arg(redis_key(*id))
-                    .arg(USER_NAME_FIELD)
-                    .arg(name)
-                    .arg(PASSWORD_FIELD)
-                    .arg(password)
-                    .ignore();
+            let keys: Vec<String> = batch.iter().map(|(id, _, _)| redis_key(*id)).collect();
+            let cmds: Vec<Cmd> = keys
+                .iter()
+                .zip(batch)
+                .map(|(key, (_, name, password))| {
+                    let mut cmd = redis::cmd("HSET");
+                    cmd.arg(key)
+                        .arg(USER_NAME_FIELD)
+                        .arg(name)
+                        .arg(PASSWORD_FIELD)
+                        .arg(password);
+                    cmd
+                })
+                .collect();
+            let replies = self.run_per_key(&keys, &cmds).await?;
+            // The first refused HSET (WRONGTYPE, OOM...) fails the batch, as a plain pipeline
+            // would.
+            if let Some(Value::ServerError(e)) = replies
+                .into_iter()
+                .find(|r| matches!(r, Value::ServerError(_)))
+            {
+                return Err(self.fail(RedisError::from_redis(
+                    &self.addr,
+                    e.into(),
+                    self.timeouts.response,
+                )));
             }
-            self.run_pipeline(&pipe).await?;
             let mut cache = self.lock_cache();
             for (id, _, _) in batch {
                 cache.remove(*id);
@@ -334,17 +355,17 @@ impl UserDirectory {
         }
     }
 
-    /// Sends `pipe` and returns its replies, within [`Timeouts::operation`]. A connection found
-    /// broken (server restarted since the last call) is retried once on the fresh connection the
+    /// Sends `cmds` (command `i` touches `keys[i]`) pipelined and returns their replies (errors
+    /// of single commands as values), within [`Timeouts::operation`]. A connection found broken
+    /// (server restarted since the last call) is retried once on the fresh connection the
     /// manager opens; all commands sent here are idempotent, so a repeat is harmless.
-    async fn run_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>, RedisError> {
+    async fn run_per_key(&self, keys: &[String], cmds: &[Cmd]) -> Result<Vec<Value>, RedisError> {
         let result = self
             .bounded(self.timeouts.operation, async {
-                let mut conn = self.conn.clone();
-                match pipe.query_async::<Vec<Value>>(&mut conn).await {
+                match self.per_key.run(&self.conn, keys, cmds).await {
                     Err(e) if e.is_connection_dropped() => {
                         tracing::debug!(addr = %self.addr, error = %e, "Redis connection lost, retrying once on a new connection");
-                        pipe.query_async::<Vec<Value>>(&mut conn).await
+                        self.per_key.run(&self.conn, keys, cmds).await
                     }
                     other => other,
                 }

@@ -106,6 +106,38 @@ pub enum RedisError {
         reason: String,
     },
 
+    /// The deployment's recorded number of partitions differs from this worker's.
+    #[error(
+        "this deployment's partition layout in Redis ({key}) records {recorded} partitions, but \
+         this worker is configured with {configured}; start every worker with \
+         PARTITIONS={recorded}, or reset the deployment's state (its checkpoints and {key}) to \
+         change the layout"
+    )]
+    LayoutMismatch {
+        /// The layout key.
+        key: String,
+        /// P as recorded in Redis.
+        recorded: u32,
+        /// P this worker was started with.
+        configured: u32,
+    },
+
+    /// A fenced write was refused: the lease it was fenced by is no longer this worker's.
+    #[error(
+        "this worker's lease of partition {partition} is gone (token {token}): another worker \
+         owns it now ({lease_key} holds {found}); not writing"
+    )]
+    Fenced {
+        /// The partition's checkpoint name (e.g. `NAME:p3`).
+        partition: String,
+        /// The fencing token this worker held.
+        token: u64,
+        /// The lease key that was checked.
+        lease_key: String,
+        /// What the lease key holds now (`nothing` when it expired).
+        found: String,
+    },
+
     /// [`crate::UserDirectory::wait_until_ready`] gave up.
     #[error("Redis at {addr} was not ready after {waited:?}; last error: {last}")]
     NotReady {
@@ -135,8 +167,16 @@ impl RedisError {
             RedisError::InvalidUrl { .. }
             | RedisError::NoRuntime
             | RedisError::Auth { .. }
-            | RedisError::Checkpoint { .. } => false,
+            | RedisError::Checkpoint { .. }
+            | RedisError::LayoutMismatch { .. }
+            | RedisError::Fenced { .. } => false,
         }
+    }
+
+    /// True when a fenced write was refused ([`RedisError::Fenced`]): the partition has another
+    /// owner; stop it without writing anything more.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, RedisError::Fenced { .. })
     }
 
     /// Classifies an error of the redis crate for the server at `addr`.

@@ -12,7 +12,12 @@
 //!   `wait_until_ready`.
 //! - `cache`: the bounded TTL cache behind it ([`CacheSettings`]).
 //! - `checkpoint`: [`CheckpointStore`], the keys of the incremental checkpoints (meta, changelog,
-//!   bases) and the atomicity of each step.
+//!   bases) and the atomicity of each step; fenced writes ([`CheckpointStore::with_fence`]).
+//! - `connection`: [`RedisConnection`], one server or a Redis Cluster (`--redis-url` with
+//!   several seed URLs, or `--redis-cluster`), and per-node pipelines on a cluster.
+//! - [`keys`]: the names of every key of a deployment, per partition and deployment-wide.
+//! - `lease`: [`LeaseStore`], the layout, live workers and per-partition leases with fencing
+//!   tokens, each step one Lua script on server time; [`Fence`].
 //! - `error`: [`RedisError`], with [`RedisError::is_transient`] to decide between retrying and
 //!   stopping.
 //!
@@ -31,12 +36,18 @@
 mod args;
 mod cache;
 mod checkpoint;
+mod connection;
 mod directory;
 mod error;
+pub mod keys;
+mod lease;
 
 pub use args::RedisArgs;
 pub use cache::CacheSettings;
 pub use checkpoint::{CheckpointMeta, CheckpointStore, META_FORMAT};
+pub use connection::RedisConnection;
 pub use directory::{DirectoryStats, Timeouts, UserDirectory, PUT_BATCH};
 pub use error::RedisError;
 pub use firstclick_model::UserId;
+pub use keys::partition_checkpoint_name;
+pub use lease::{Fence, LeaseStore};
