@@ -5,8 +5,13 @@
 //! `create-pubsub`, `create-bq-table`, `streaming`), taken from their `clap` parsers: every
 //! environment variable that compose passes to a binary must be one that binary reads, so a
 //! variable renamed on one side only fails `cargo test -p firstclick-deploy-checks`.
-//! `scripts/check-deploy` runs these tests next to the compose validation, the Dockerfile linter
-//! and the diagram check.
+//! `tests/kubernetes_env.rs` does the same for the manifests of `deploy/kubernetes/`: every
+//! variable a container of the firstclick image gets (its `env`, the ConfigMap keys it takes
+//! with `envFrom`) is one its binary reads, and its `--flags` are the binary's.
+//! `scripts/check-deploy` runs these tests (steps `env` and `kubernetes`) next to the compose
+//! validation, the Kubernetes schema check, the Dockerfile linter and the diagram check.
 //!
 //! # Layout
-//! No modules: `src/lib.rs` is this page; `tests/compose_env.rs` holds the checks.
+//! No modules: `src/lib.rs` is this page; `tests/compose_env.rs` and `tests/kubernetes_env.rs`
+//! hold the checks, `tests/common/mod.rs` what they share (the binaries' parsers, the
+//! variables and flags of a command line).

@@ -8,18 +8,16 @@
 //! `.env.example` must also agree: every variable compose reads is documented there, and
 //! nothing documented there is ignored by compose.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 use serde_norway::{Mapping, Value};
 
-/// Variables that a binary reads although no `clap` argument declares them.
-const READ_OUTSIDE_CLAP: &[&str] = &[
-    // The log filter: `firstclick_cli::init_logging` hands it to tracing-subscriber's
-    // `EnvFilter::try_from_default_env`, in every binary.
-    "RUST_LOG",
-];
+use common::{
+    binaries, env_vars_read, is_scale_out_problem, read_repo_file, scale_out_note, words, SCALE_OUT,
+};
 
 /// Variables compose reads that are not passed to any container but are meant for compose
 /// itself (they may appear in .env.example without a `${...}` in the compose file).
@@ -37,67 +35,6 @@ const EXPECTED_JOBS: &[(&str, &str)] = &[
     ("datagen_local", "datagen"),
     ("streaming_local", "streaming run"),
 ];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn read_repo_file(name: &str) -> String {
-    let path = repo_root().join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-/// The four binaries' parsers, by binary name.
-fn binaries() -> BTreeMap<String, clap::Command> {
-    BTreeMap::from([
-        (
-            "create-pubsub".to_string(),
-            firstclick_create_pubsub::CreatePubSubCli::command(),
-        ),
-        (
-            "create-bq-table".to_string(),
-            firstclick_create_bq_table::CreateBqTableCli::command(),
-        ),
-        (
-            "datagen".to_string(),
-            firstclick_datagen::DatagenCli::command(),
-        ),
-        (
-            "streaming".to_string(),
-            firstclick_streaming::StreamingCli::command(),
-        ),
-    ])
-}
-
-/// The environment variables `cmd` reads when run with `args`: its own arguments' and those
-/// of each subcommand the leading words of `args` name. Also returns the command path
-/// (`streaming run`).
-fn env_vars_read(cmd: &clap::Command, args: &[String]) -> (BTreeSet<String>, String) {
-    let mut cmd = cmd.clone();
-    cmd.build();
-    let mut path = vec![cmd.get_name().to_string()];
-    let mut vars = BTreeSet::new();
-    let mut current = &cmd;
-    loop {
-        for arg in current.get_arguments() {
-            if let Some(env) = arg.get_env() {
-                vars.insert(env.to_string_lossy().into_owned());
-            }
-        }
-        let next = args
-            .get(path.len() - 1)
-            .and_then(|word| current.find_subcommand(word.as_str()));
-        match next {
-            Some(sub) => {
-                path.push(sub.get_name().to_string());
-                current = sub;
-            }
-            None => break,
-        }
-    }
-    vars.extend(READ_OUTSIDE_CLAP.iter().map(|v| v.to_string()));
-    (vars, path.join(" "))
-}
 
 /// Parses a compose file and resolves its YAML merge keys (`<<`), as compose does.
 fn parse_compose(text: &str) -> Value {
@@ -118,22 +55,6 @@ fn has_merge_key(v: &Value) -> bool {
         Value::Sequence(s) => s.iter().any(has_merge_key),
         Value::Tagged(t) => has_merge_key(&t.value),
         _ => false,
-    }
-}
-
-/// A list of words from `command`/`entrypoint`: a YAML list or a string split on whitespace.
-fn words(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::Sequence(items)) => items
-            .iter()
-            .map(|w| match w {
-                Value::String(s) => s.clone(),
-                other => panic!("expected a string in command/entrypoint, found {other:?}"),
-            })
-            .collect(),
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-        Some(Value::Null) | None => Vec::new(),
-        Some(other) => panic!("expected a list or a string as command/entrypoint, found {other:?}"),
     }
 }
 
@@ -241,11 +162,18 @@ fn check_compose(
         let env = environment(service);
         for var in env.keys() {
             if !known.contains(var) {
-                problems.push(format!(
-                    "service `{name}` passes {var}, which `{command_path}` does not read; \
-                     rename it to one of: {}",
-                    known.iter().cloned().collect::<Vec<_>>().join(" ")
-                ));
+                let note = scale_out_note(var);
+                problems.push(if note.is_empty() {
+                    format!(
+                        "service `{name}` passes {var}, which `{command_path}` does not read; \
+                         rename it to one of: {}",
+                        known.iter().cloned().collect::<Vec<_>>().join(" ")
+                    )
+                } else {
+                    format!(
+                        "service `{name}` passes {var}, which `{command_path}` does not read{note}"
+                    )
+                });
             }
         }
         let strings = |key: &str| -> Vec<String> {
@@ -272,9 +200,19 @@ fn real_compose() -> String {
     read_repo_file("docker-compose.yml")
 }
 
+/// The problems of `check_compose` that are not about issue 9's scale-out settings (those
+/// wait in `the_scale_out_settings_are_read_by_the_binaries`).
+fn without_scale_out(problems: Vec<String>) -> Vec<String> {
+    problems
+        .into_iter()
+        .filter(|p| !is_scale_out_problem(p))
+        .collect()
+}
+
 #[test]
 fn compose_passes_only_variables_the_binaries_read() {
     let (jobs, problems) = check_compose(&real_compose(), &binaries());
+    let problems = without_scale_out(problems);
     assert!(
         problems.is_empty(),
         "docker-compose.yml:\n{}",
@@ -295,6 +233,23 @@ fn compose_passes_only_variables_the_binaries_read() {
             job.env.keys().collect::<Vec<_>>()
         );
     }
+}
+
+/// Red until issue 9's scale-out gives the binaries these settings (the message names them).
+#[test]
+fn the_scale_out_settings_are_read_by_the_binaries() {
+    let (_, problems) = check_compose(&real_compose(), &binaries());
+    let waiting: Vec<_> = problems
+        .into_iter()
+        .filter(|p| is_scale_out_problem(p))
+        .collect();
+    assert!(
+        waiting.is_empty(),
+        "docker-compose.yml uses issue 9's scale-out settings ({}), which the binaries do not \
+         read yet:\n{}",
+        SCALE_OUT.join(" "),
+        waiting.join("\n")
+    );
 }
 
 /// The proof that the check bites: a compose snippet with one misspelled variable.
@@ -337,6 +292,7 @@ fn renaming_a_variable_in_compose_only_is_reported() {
     );
     let renamed = text.replace("\n  BQ_DATASET:\n", "\n  BQ_DATASET_NAME:\n");
     let (_, problems) = check_compose(&renamed, &binaries());
+    let problems = without_scale_out(problems);
     // create_bq_table, streaming and their _local twins.
     assert_eq!(problems.len(), 4, "{problems:#?}");
     assert!(
@@ -353,6 +309,7 @@ fn renaming_a_variable_in_a_binary_only_is_reported() {
         .mut_arg("dataset", |a| a.env("BQ_DATASET_ID"));
     bins.insert("create-bq-table".to_string(), renamed);
     let (_, problems) = check_compose(&real_compose(), &bins);
+    let problems = without_scale_out(problems);
     assert_eq!(problems.len(), 2, "{problems:#?}");
     assert!(
         problems
