@@ -161,6 +161,30 @@ impl Admin {
                 outcome,
             });
         }
+        // Scaled out: each partition's clicks and checkouts topics and subscriptions.
+        for part in topology.partition_topologies() {
+            for topic in [&part.click_topic, &part.checkout_topic] {
+                let outcome = self.ensure_topic(topic).await?;
+                report.resources.push(ResourceStatus {
+                    kind: ResourceKind::Topic,
+                    name: self.conn.topic_path(topic),
+                    outcome,
+                });
+            }
+            for (subscription, topic) in [
+                (&part.click_subscription, &part.click_topic),
+                (&part.checkout_subscription, &part.checkout_topic),
+            ] {
+                let outcome = self
+                    .ensure_subscription(subscription, topic, ack_deadline)
+                    .await?;
+                report.resources.push(ResourceStatus {
+                    kind: ResourceKind::Subscription,
+                    name: self.conn.subscription_path(subscription),
+                    outcome,
+                });
+            }
+        }
         Ok(report)
     }
 

@@ -83,6 +83,18 @@ pub struct PubSubArgs {
         value_parser = clap::value_parser!(u16).range(10..=600)
     )]
     pub ack_deadline_secs: u16,
+
+    /// Partitions (P) of a scaled-out deployment, fixed at set-up: with P > 1, `create-pubsub`
+    /// makes a clicks and a checkouts topic (and subscription) per partition, `TOPIC-pN`, and
+    /// the service routes each message there by its user (docs/design.md §7). Every worker
+    /// must use the P that set-up used.
+    #[arg(
+        long = "partitions",
+        env = "PARTITIONS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=1024)
+    )]
+    pub partitions: u32,
 }
 
 impl Default for PubSubArgs {
@@ -98,6 +110,7 @@ impl Default for PubSubArgs {
             streams: 4,
             max_outstanding_messages: 4000,
             ack_deadline_secs: 60,
+            partitions: 1,
         }
     }
 }
@@ -118,6 +131,7 @@ impl PubSubArgs {
                 .unwrap_or_else(|| self.checkout_topic.clone()),
             dead_letter_topic: self.dead_letter_topic.clone(),
             late_topic: self.late_topic.clone(),
+            partitions: self.partitions.max(1),
         }
     }
 }
@@ -137,9 +151,36 @@ pub struct Topology {
     pub dead_letter_topic: String,
     /// Late-clicks topic; its subscription has the same id.
     pub late_topic: String,
+    /// Partitions (P); with more than one, each has its own clicks and checkouts topics
+    /// ([`Topology::partition`]).
+    pub partitions: u32,
 }
 
 impl Topology {
+    /// The topology of partition `p` (P > 1): the clicks and checkouts topics and
+    /// subscriptions suffixed `-pN`; the dead-letter and late topics are shared.
+    pub fn partition(&self, p: u32) -> Topology {
+        let suffix = |name: &str| format!("{name}-p{p}");
+        Topology {
+            click_topic: suffix(&self.click_topic),
+            checkout_topic: suffix(&self.checkout_topic),
+            click_subscription: suffix(&self.click_subscription),
+            checkout_subscription: suffix(&self.checkout_subscription),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            late_topic: self.late_topic.clone(),
+            partitions: 1,
+        }
+    }
+
+    /// Every partition's topology; empty when there is one partition (it reads the original
+    /// subscriptions).
+    pub fn partition_topologies(&self) -> Vec<Topology> {
+        if self.partitions <= 1 {
+            return Vec::new();
+        }
+        (0..self.partitions).map(|p| self.partition(p)).collect()
+    }
+
     /// The four topics, in creation order.
     pub fn topics(&self) -> [&str; 4] {
         [
@@ -167,6 +208,9 @@ impl Topology {
         }
         for (subscription, _) in self.subscriptions() {
             validate_id("subscription", subscription)?;
+        }
+        for part in self.partition_topologies() {
+            part.validate()?;
         }
         Ok(())
     }

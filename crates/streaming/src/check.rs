@@ -427,12 +427,18 @@ fn recovery_hold(args: &RunArgs) -> Item {
 
 /// Partitions: always one today, one worker holding all the state (docs/design.md §7).
 ///
-/// Extension point for the partitioned scale-out (issue 9): once the partition count P is a
-/// setting, this is where it is compared with what exists (P partition topics and
-/// subscriptions, the partition leases and checkpoints in Redis); the Pub/Sub and Redis parts
-/// of that belong next to the other service checks in [`crate::preflight`].
-fn partitions(_args: &RunArgs) -> Item {
-    Item::pass(S, "partitions", "1 (not partitioned)")
+/// The partition count P (`PARTITIONS`). The partition topics' subscriptions are checked with
+/// the other subscriptions ([`crate::preflight`]); the layout recorded in Redis is compared by
+/// the service itself when it starts (it refuses another P with exit 78).
+fn partitions(args: &RunArgs) -> Item {
+    match args.pubsub.partitions {
+        0 | 1 => Item::pass(S, "partitions", "1 (not partitioned)"),
+        p => Item::pass(
+            S,
+            "partitions",
+            format!("{p} (routed by user to {p} partition topics of clicks and checkouts)"),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -109,6 +109,16 @@ fn too_far_ahead(
     })
 }
 
+/// When the producer published `m`: the router's attribute when it came through a partition
+/// topic, Pub/Sub's publish time otherwise.
+fn original_publish_time(m: &ReceivedMessage) -> Option<std::time::SystemTime> {
+    m.attributes
+        .get(crate::router::PUBLISHED_ATTRIBUTE)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|micros| std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros))
+        .or(m.publish_time)
+}
+
 /// The worker's input for a valid message, or why it is refused and the message back (boxed:
 /// refusals are rare, and the message is large).
 fn to_input(
@@ -116,8 +126,8 @@ fn to_input(
     m: ReceivedMessage,
 ) -> Result<Input, (BadMessage, Box<ReceivedMessage>)> {
     let ahead = |time| too_far_ahead(ctx.kind, time, ctx.max_future_micros);
-    let age = m
-        .publish_time
+    let published = original_publish_time(&m);
+    let age = published
         .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
         .map(|d| d.as_micros() as i64);
     ctx.metrics.received(ctx.kind, age);
@@ -136,7 +146,7 @@ fn to_input(
                 Ok((None, checkout)) => Ok(Input::Checkout {
                     checkout,
                     ack: m.ack,
-                    published: m.publish_time,
+                    published,
                 }),
                 Ok((Some(bad), _)) | Err(bad) => Err((bad, Box::new(m))),
             }
@@ -179,7 +189,7 @@ async fn handle_message(ctx: &IntakeContext, m: ReceivedMessage) -> bool {
 
 /// Publishes a refused message to the dead-letter topic with its reason as attributes; acks it
 /// once the topic has it, nacks it (redelivery) if the publish fails.
-async fn dead_letter(
+pub(crate) async fn dead_letter(
     publisher: &Publisher,
     metrics: &Metrics,
     kind: EventKind,

@@ -8,7 +8,12 @@
 //! - `replay_cmd`: the file replay command.
 //! - `report_file`: the HTML report of a replay or the demo (`firstclick-report`), written
 //!   through a temporary file.
-//! - `run`: the streaming service: Pub/Sub in, Redis enrichment, BigQuery out.
+//! - `run`: the streaming service: Pub/Sub in, Redis enrichment, BigQuery out; the partition
+//!   layout, the routers and the lease loop.
+//! - `owner`: the partitions this worker owns, under leases in Redis (the shell of
+//!   `firstclick-partition`'s lease state machine).
+//! - `runner`: one partition's pipeline: restore, intake, worker, stop.
+//! - `router`: with P > 1, the original subscriptions routed to the partition topics by user.
 //! - `intake`: one task per subscription: parse, dead-letter bad messages.
 //! - `worker`: the thin driver of the delivery core (`firstclick-delivery`), which owns the
 //!   engine: rows, checkpoint deltas and base pieces, acks.
@@ -40,10 +45,13 @@ mod http;
 mod intake;
 mod metrics;
 mod outage;
+mod owner;
 mod preflight;
 mod replay_cmd;
 mod report_file;
+mod router;
 mod run;
+mod runner;
 mod shutdown;
 mod sink;
 mod state;

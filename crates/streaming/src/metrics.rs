@@ -3,9 +3,10 @@
 //!
 //! Every number has one source, counted once where it happens:
 //! - intake: messages received, refused by reason, dead-lettered ([`Metrics::received`] ...);
-//! - the engine's own statistics (late and duplicate events), which the worker hands over each
-//!   tick ([`Metrics::set_engine_stats`]) and a collector exports at scrape time, rather than
-//!   the worker counting the engine's outcomes a second time;
+//! - the engine's own statistics (late and duplicate events), which each partition's worker
+//!   hands over each tick with its state ([`Metrics::set_partition`]) and a collector exports
+//!   at scrape time, labelled by partition, rather than the worker counting the engine's
+//!   outcomes a second time;
 //! - the sink: rows written by model and outcome, commits, refusals, request latency;
 //! - the worker: checkpoints, state gauges, publish → row latency;
 //! - [`crate::health`]: dependency up/down, failed calls, readiness (exported by the same
@@ -18,7 +19,7 @@
 //! `deploy/observability/metrics.txt`, which the dashboard and alerts are checked against,
 //! lists them (a test keeps it equal to the registry).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -114,11 +115,27 @@ pub(crate) struct StateGauges {
     pub(crate) now_micros: i64,
 }
 
+impl StateGauges {
+    /// Wall clock minus watermark, seconds, once there is a watermark.
+    fn lag_secs(&self) -> Option<f64> {
+        self.watermark_micros
+            .map(|w| (self.now_micros - w) as f64 / 1e6)
+    }
+}
+
+/// What the worker of one partition last handed over.
+#[derive(Clone, Copy, Debug, Default)]
+struct PartitionState {
+    stats: EngineStats,
+    state: StateGauges,
+}
+
 /// Every metric of the service; see the module documentation for where each is counted.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
     received: Family<Label, Counter>,
+    routed: Family<Label, Counter>,
     bad: Family<Labels, Counter>,
     /// The (topic, reason) label pairs `bad` has, for the stats line's total.
     bad_labels: Mutex<BTreeSet<(&'static str, &'static str)>>,
@@ -136,21 +153,14 @@ pub(crate) struct Metrics {
     redis_requests: HistogramFamily,
     checkpoint_duration: Histogram,
     checkpoint_size: Histogram,
-    watermark: GaugeF64,
-    watermark_lag: GaugeF64,
-    live_clicks: Gauge,
-    pending_checkouts: Gauge,
-    unacked: Gauge,
     oldest_age: Family<Label, GaugeF64>,
     /// Largest age (µs) of a message received since the last [`Metrics::roll_ages`], per topic.
     age_window: [AtomicI64; 2],
-    state_base_bytes: Gauge,
-    state_changelog_bytes: Gauge,
     longest_step: GaugeF64,
     longest_step_micros: AtomicU64,
     /// For the stats line: the histogram's observations cannot be read back.
     last_checkpoint_micros: AtomicU64,
-    engine: Arc<Mutex<EngineStats>>,
+    partitions: Arc<Mutex<BTreeMap<u32, PartitionState>>>,
 }
 
 impl Default for Metrics {
@@ -163,9 +173,10 @@ impl Metrics {
     /// Every metric registered, at zero.
     pub(crate) fn new() -> Self {
         let mut r = Registry::default();
-        let engine = Arc::new(Mutex::new(EngineStats::default()));
+        let partitions = Arc::new(Mutex::new(BTreeMap::new()));
         let m = Metrics {
             received: Family::default(),
+            routed: Family::default(),
             bad: Family::default(),
             bad_labels: Mutex::new(BTreeSet::new()),
             dead_lettered: Family::default(),
@@ -182,19 +193,12 @@ impl Metrics {
             redis_requests: Family::new_with_constructor(request_histogram),
             checkpoint_duration: request_histogram(),
             checkpoint_size: Histogram::new(SIZE_BUCKETS),
-            watermark: GaugeF64::default(),
-            watermark_lag: GaugeF64::default(),
-            live_clicks: Gauge::default(),
-            pending_checkouts: Gauge::default(),
-            unacked: Gauge::default(),
             oldest_age: Family::default(),
             age_window: [AtomicI64::new(0), AtomicI64::new(0)],
-            state_base_bytes: Gauge::default(),
-            state_changelog_bytes: Gauge::default(),
             longest_step: GaugeF64::default(),
             longest_step_micros: AtomicU64::new(0),
             last_checkpoint_micros: AtomicU64::new(0),
-            engine: engine.clone(),
+            partitions: partitions.clone(),
             registry: Registry::default(),
         };
         // Label values that exist from the start, so that a dashboard or an alert over them
@@ -202,6 +206,7 @@ impl Metrics {
         for kind in TOPICS {
             let t = [("topic", topic(kind))];
             m.received.get_or_create_owned(&t);
+            m.routed.get_or_create_owned(&t);
             m.dead_lettered.get_or_create_owned(&t);
             m.oldest_age.get_or_create_owned(&t);
         }
@@ -209,6 +214,12 @@ impl Metrics {
             "firstclick_messages_received",
             "Messages pulled from a subscription, valid or not",
             m.received.clone(),
+        );
+        r.register(
+            "firstclick_messages_routed",
+            "Messages the router pulled from an original subscription (P > 1), before its \
+             partition topic",
+            m.routed.clone(),
         );
         r.register(
             "firstclick_bad_messages",
@@ -286,45 +297,10 @@ impl Metrics {
             m.checkpoint_size.clone(),
         );
         r.register(
-            "firstclick_watermark_seconds",
-            "The watermark, seconds since the epoch (0 before the first click)",
-            m.watermark.clone(),
-        );
-        r.register(
-            "firstclick_watermark_lag_seconds",
-            "Wall clock minus watermark",
-            m.watermark_lag.clone(),
-        );
-        r.register(
-            "firstclick_live_clicks",
-            "Clicks in state",
-            m.live_clicks.clone(),
-        );
-        r.register(
-            "firstclick_pending_checkouts",
-            "Checkouts waiting for the watermark",
-            m.pending_checkouts.clone(),
-        );
-        r.register(
-            "firstclick_unacked_messages",
-            "Messages processed, not yet acknowledged (they wait for the next checkpoint)",
-            m.unacked.clone(),
-        );
-        r.register(
             "firstclick_oldest_unacked_age_seconds",
             "Largest age (now minus publish time) of a message received in the last stats \
              interval; it is acknowledged at the next checkpoint",
             m.oldest_age.clone(),
-        );
-        r.register(
-            "firstclick_state_base_bytes",
-            "Bytes of the current base snapshot in Redis",
-            m.state_base_bytes.clone(),
-        );
-        r.register(
-            "firstclick_state_changelog_bytes",
-            "Bytes of changelog a restore replays over the base",
-            m.state_changelog_bytes.clone(),
         );
         r.register(
             "firstclick_longest_step_seconds",
@@ -336,7 +312,7 @@ impl Metrics {
             "The running build",
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
-        r.register_collector(Box::new(ScrapeTime { engine }));
+        r.register_collector(Box::new(ScrapeTime { partitions }));
         Metrics { registry: r, ..m }
     }
 
@@ -356,6 +332,11 @@ impl Metrics {
         if let Some(age) = age_micros {
             self.age_window[kind_index(kind)].fetch_max(age, Ordering::Relaxed);
         }
+    }
+
+    /// A message pulled from an original subscription by the router.
+    pub(crate) fn routed(&self, kind: EventKind) {
+        self.routed.get_or_create(&[("topic", topic(kind))]).inc();
     }
 
     /// A message refused; `reason` is the offending field, or `malformed`.
@@ -463,37 +444,40 @@ impl Metrics {
         self.longest_step.set(longest as f64 / 1e6);
     }
 
-    /// The engine's statistics, as of now (they are exported as they are: one source).
-    pub(crate) fn set_engine_stats(&self, stats: &EngineStats) {
-        if let Ok(mut s) = self.engine.lock() {
-            *s = *stats;
+    /// Partition `partition`'s engine statistics and state, as of now. The statistics are
+    /// exported as they are (one source); the state as gauges labelled by partition.
+    pub(crate) fn set_partition(&self, partition: u32, stats: &EngineStats, state: &StateGauges) {
+        if let Ok(mut all) = self.partitions.lock() {
+            all.insert(
+                partition,
+                PartitionState {
+                    stats: *stats,
+                    state: *state,
+                },
+            );
         }
     }
 
-    /// The state gauges, as of now.
-    pub(crate) fn set_state(&self, s: &StateGauges) {
-        let gauge = |g: &Gauge, v: u64| {
-            g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        };
-        gauge(&self.live_clicks, s.live_clicks);
-        gauge(&self.pending_checkouts, s.pending_checkouts);
-        gauge(&self.unacked, s.unacked);
-        gauge(&self.state_base_bytes, s.base_bytes);
-        gauge(&self.state_changelog_bytes, s.changelog_bytes);
-        if let Some(w) = s.watermark_micros {
-            self.watermark.set(w as f64 / 1e6);
-            self.watermark_lag.set((s.now_micros - w) as f64 / 1e6);
+    /// Messages of `partition` still unacknowledged (for the exit log after a forced stop).
+    pub(crate) fn set_unacked(&self, partition: u32, n: u64) {
+        if let Ok(mut all) = self.partitions.lock() {
+            all.entry(partition).or_default().state.unacked = n;
         }
     }
 
-    /// Messages still unacknowledged (for the exit log after a forced stop).
-    pub(crate) fn set_unacked(&self, n: u64) {
-        self.unacked.set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// This worker no longer runs `partition`: its series disappear from this worker.
+    pub(crate) fn forget_partition(&self, partition: u32) {
+        if let Ok(mut all) = self.partitions.lock() {
+            all.remove(&partition);
+        }
     }
 
-    /// Messages processed and not yet acknowledged.
+    /// Messages processed and not yet acknowledged, all partitions.
     pub(crate) fn unacked(&self) -> u64 {
-        self.unacked.get().max(0) as u64
+        self.partitions
+            .lock()
+            .map(|all| all.values().map(|p| p.state.unacked).sum())
+            .unwrap_or(0)
     }
 
     /// Ends a stats interval: the oldest-age gauges take the largest age seen in it.
@@ -553,12 +537,27 @@ impl Metrics {
 
     /// The one-line summary logged periodically.
     pub(crate) fn line(&self) -> String {
-        let engine = self.engine.lock().map(|s| *s).unwrap_or_default();
+        let (mut engine, mut state) = (EngineStats::default(), StateGauges::default());
+        let mut lag: Option<f64> = None;
+        if let Ok(all) = self.partitions.lock() {
+            for p in all.values() {
+                engine.late_clicks += p.stats.late_clicks;
+                engine.late_checkouts += p.stats.late_checkouts;
+                engine.duplicate_clicks += p.stats.duplicate_clicks;
+                engine.duplicate_checkouts += p.stats.duplicate_checkouts;
+                state.live_clicks += p.state.live_clicks;
+                state.pending_checkouts += p.state.pending_checkouts;
+                state.unacked += p.state.unacked;
+                if let Some(l) = p.state.lag_secs() {
+                    lag = Some(lag.map_or(l, |m: f64| m.max(l)));
+                }
+            }
+        }
         let (rows, attributed) = self.rows_count();
         format!(
             "in: {} clicks, {} checkouts | rows: {rows} ({attributed} attributed, {} rejected) \
              | bad {} (dead-lettered {}) | late {} clicks, {} checkouts | duplicates {} | \
-             state: {} clicks, {} pending | unacked {} | watermark lag {:.1} s | checkpoints \
+             state: {} clicks, {} pending | unacked {} | watermark lag {} | checkpoints \
              {} (last {:.1} ms, {} KB written)",
             self.received_count(EventKind::Click),
             self.received_count(EventKind::Checkout),
@@ -568,10 +567,10 @@ impl Metrics {
             engine.late_clicks,
             engine.late_checkouts,
             engine.duplicate_clicks + engine.duplicate_checkouts,
-            self.live_clicks.get(),
-            self.pending_checkouts.get(),
-            self.unacked.get(),
-            self.watermark_lag.get(),
+            state.live_clicks,
+            state.pending_checkouts,
+            state.unacked,
+            lag.map_or("none yet".to_owned(), |l| format!("{l:.1} s")),
             self.checkpoints.get(),
             self.last_checkpoint_micros.load(Ordering::Relaxed) as f64 / 1e3,
             self.checkpoint_written_bytes.get() / 1024,
@@ -586,23 +585,54 @@ fn kind_index(kind: EventKind) -> usize {
     }
 }
 
-/// What is read when Prometheus scrapes rather than kept in the registry: the engine's
-/// statistics, the dependencies' health and the process' resources.
+/// What is read when Prometheus scrapes rather than kept in the registry: each partition's
+/// engine statistics and state (labelled `partition`), the dependencies' health and the
+/// process' resources.
 #[derive(Debug)]
 struct ScrapeTime {
-    engine: Arc<Mutex<EngineStats>>,
+    partitions: Arc<Mutex<BTreeMap<u32, PartitionState>>>,
 }
+
+/// A per-partition gauge: name, help, and its value in a partition's state.
+type PartitionGauge = (&'static str, &'static str, fn(&StateGauges) -> Option<f64>);
+
+/// `partition="N"` and, for the per-topic counters, `topic`.
+type PartitionLabels = [(&'static str, String); 1];
 
 impl ScrapeTime {
     fn per_topic_counter(
         encoder: &mut DescriptorEncoder,
         name: &str,
         help: &str,
-        values: [u64; 2],
+        parts: &BTreeMap<u32, PartitionState>,
+        value: impl Fn(&EngineStats, EventKind) -> u64,
     ) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (kind, v) in TOPICS.iter().zip(values) {
-            ConstCounter::new(v).encode(family.encode_family(&[("topic", topic(*kind))])?)?;
+        for (p, s) in parts {
+            for kind in TOPICS {
+                let labels = [
+                    ("topic", topic(kind).to_owned()),
+                    ("partition", p.to_string()),
+                ];
+                ConstCounter::new(value(&s.stats, kind)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn per_partition_gauge(
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        parts: &BTreeMap<u32, PartitionState>,
+        value: impl Fn(&StateGauges) -> Option<f64>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (p, s) in parts {
+            if let Some(v) = value(&s.state) {
+                let labels: PartitionLabels = [("partition", p.to_string())];
+                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }
@@ -610,19 +640,69 @@ impl ScrapeTime {
 
 impl Collector for ScrapeTime {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.engine.lock().map(|s| *s).unwrap_or_default();
+        let parts = self
+            .partitions
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
         Self::per_topic_counter(
             &mut encoder,
             "firstclick_late_events",
             "Clicks that arrived behind the watermark, checkouts behind the retained state.",
-            [stats.late_clicks, stats.late_checkouts],
+            &parts,
+            |s, k| match k {
+                EventKind::Click => s.late_clicks,
+                EventKind::Checkout => s.late_checkouts,
+            },
         )?;
         Self::per_topic_counter(
             &mut encoder,
             "firstclick_duplicate_events",
             "Duplicate clicks and checkouts ignored.",
-            [stats.duplicate_clicks, stats.duplicate_checkouts],
+            &parts,
+            |s, k| match k {
+                EventKind::Click => s.duplicate_clicks,
+                EventKind::Checkout => s.duplicate_checkouts,
+            },
         )?;
+        let gauges: [PartitionGauge; 7] = [
+            ("firstclick_live_clicks", "Clicks in state.", |s| {
+                Some(s.live_clicks as f64)
+            }),
+            (
+                "firstclick_pending_checkouts",
+                "Checkouts waiting for the watermark.",
+                |s| Some(s.pending_checkouts as f64),
+            ),
+            (
+                "firstclick_unacked_messages",
+                "Messages processed, not yet acknowledged (they wait for the next checkpoint).",
+                |s| Some(s.unacked as f64),
+            ),
+            (
+                "firstclick_state_base_bytes",
+                "Bytes of the current base snapshot in Redis.",
+                |s| Some(s.base_bytes as f64),
+            ),
+            (
+                "firstclick_state_changelog_bytes",
+                "Bytes of changelog a restore replays over the base.",
+                |s| Some(s.changelog_bytes as f64),
+            ),
+            (
+                "firstclick_watermark_seconds",
+                "The watermark, seconds since the epoch (absent before the first click).",
+                |s| s.watermark_micros.map(|w| w as f64 / 1e6),
+            ),
+            (
+                "firstclick_watermark_lag_seconds",
+                "Wall clock minus watermark.",
+                StateGauges::lag_secs,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            Self::per_partition_gauge(&mut encoder, name, help, &parts, value)?;
+        }
 
         let health = crate::health::global();
         let mut up = encoder.encode_descriptor(
@@ -767,20 +847,25 @@ mod tests {
             duplicate_checkouts: 4,
             ..EngineStats::default()
         };
-        m.set_engine_stats(&stats);
+        m.set_partition(3, &stats, &StateGauges::default());
         let text = m.render();
         assert_eq!(
-            sample(&text, r#"firstclick_late_events_total{topic="clicks"}"#),
+            sample(
+                &text,
+                r#"firstclick_late_events_total{topic="clicks",partition="3"}"#
+            ),
             Some("7")
         );
         assert_eq!(
             sample(
                 &text,
-                r#"firstclick_duplicate_events_total{topic="checkouts"}"#
+                r#"firstclick_duplicate_events_total{topic="checkouts",partition="3"}"#
             ),
             Some("4")
         );
         assert!(m.line().contains("late 7 clicks"), "{}", m.line());
+        m.forget_partition(3);
+        assert!(!m.render().contains("partition=\"3\""));
     }
 
     #[test]
@@ -788,12 +873,16 @@ mod tests {
         let m = Metrics::new();
         m.row_visible_after(1_500_000);
         m.checkpoint(0.004, 5000);
-        m.set_state(&StateGauges {
-            live_clicks: 10,
-            watermark_micros: Some(1_000_000_000),
-            now_micros: 1_003_500_000,
-            ..StateGauges::default()
-        });
+        m.set_partition(
+            0,
+            &EngineStats::default(),
+            &StateGauges {
+                live_clicks: 10,
+                watermark_micros: Some(1_000_000_000),
+                now_micros: 1_003_500_000,
+                ..StateGauges::default()
+            },
+        );
         m.received(EventKind::Checkout, Some(4_250_000));
         m.roll_ages();
         let text = m.render();
@@ -816,8 +905,12 @@ mod tests {
             Some("1")
         );
         assert_eq!(
-            sample(&text, "firstclick_watermark_lag_seconds"),
+            sample(&text, r#"firstclick_watermark_lag_seconds{partition="0"}"#),
             Some("3.5")
+        );
+        assert_eq!(
+            sample(&text, r#"firstclick_live_clicks{partition="0"}"#),
+            Some("10.0")
         );
         assert_eq!(
             sample(
@@ -841,6 +934,11 @@ mod tests {
         m.touches_written(AttributionModel::Linear, 1);
         m.bigquery_call(BigQueryCall::Commit, 0.1);
         m.redis_call(RedisCall::UserLookup, 0.1);
+        let state = StateGauges {
+            watermark_micros: Some(1),
+            ..StateGauges::default()
+        };
+        m.set_partition(0, &EngineStats::default(), &state);
         let text = m.render();
         let mut rendered = BTreeSet::new();
         for line in text.lines() {

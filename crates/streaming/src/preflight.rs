@@ -497,6 +497,22 @@ async fn check_pubsub(args: &RunArgs, budget: Budget) -> (Vec<Item>, Option<(Con
     for input in &inputs {
         items.extend(check_input(args, &admin, input, &place, budget).await);
     }
+    // Scaled out: every partition's subscriptions too (create-pubsub --partitions P).
+    let parts = topology.partition_topologies();
+    for part in &parts {
+        for (subscription, topic) in [
+            (&part.click_subscription, &part.click_topic),
+            (&part.checkout_subscription, &part.checkout_topic),
+        ] {
+            let input = Input {
+                subscription,
+                topic,
+                setting: "PARTITIONS",
+                topic_setting: "PARTITIONS",
+            };
+            items.extend(check_input(args, &admin, &input, &place, budget).await);
+        }
+    }
     for (topic, setting) in outputs {
         items.push(check_output_topic(&admin, topic, setting, &place, budget).await);
     }

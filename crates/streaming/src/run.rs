@@ -1,8 +1,9 @@
-//! The streaming service: connects Pub/Sub, Redis and BigQuery, restores the last checkpoint,
-//! starts one intake task per subscription and the worker, and stops gracefully on SIGTERM or
-//! SIGINT (stop pulling, finish in-flight work, flush, checkpoint, ack, exit 0). Before anything
-//! is consumed or restored, `crate::preflight` checks every dependency; a stop that the grace
-//! period forces is `crate::shutdown`'s.
+//! The streaming service: connects Pub/Sub, Redis and BigQuery, agrees on the partition layout,
+//! starts the routers (P > 1) and the lease loop (`crate::owner`), which runs each partition it
+//! owns (`crate::runner`: restore, intake, worker), and stops gracefully on SIGTERM or SIGINT
+//! (stop pulling, finish in-flight work, flush, checkpoint, ack, give the leases back, exit 0).
+//! Before anything is consumed or restored, `crate::preflight` checks every dependency; a stop
+//! that the grace period forces is `crate::shutdown`'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,21 +11,24 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use firstclick_bigquery::{BigQueryArgs, EpochWriter, StorageWriter};
+use firstclick_bigquery::BigQueryArgs;
 use firstclick_cli::GcpArgs;
 use firstclick_delivery::DeliveryConfig;
 use firstclick_model::EventKind;
-use firstclick_pubsub::{PubSubArgs, Publisher, SubscribeOptions, Subscription};
-use firstclick_redis::{CheckpointStore, RedisArgs, UserDirectory};
-use tokio::sync::mpsc;
+use firstclick_partition::lease::LeaseConfig;
+use firstclick_pubsub::{PubSubArgs, Publisher, SubscribeOptions, Subscription, Topology};
+use firstclick_redis::{
+    partition_checkpoint_name, CheckpointStore, LeaseStore, RedisArgs, UserDirectory,
+};
 
 use crate::args::EngineArgs;
-use crate::intake::{self, IntakeContext};
 use crate::metrics::Metrics;
+use crate::owner::Owner;
 use crate::preflight::ConfigError;
+use crate::router::Router;
+use crate::runner::Shared;
 use crate::shutdown::Shutdown;
-use crate::sink::{RowSink, WriteApi};
-use crate::worker::{Worker, WorkerConfig, WorkerIo};
+use crate::sink::WriteApi;
 
 /// Everything the streaming service reads from flags or the environment.
 #[derive(Args, Debug, Clone)]
@@ -109,6 +113,14 @@ pub(crate) struct ServiceArgs {
         default_value_t = 10
     )]
     pub(crate) stats_interval_secs: u64,
+    /// This worker's name among the workers of a deployment (leases name their owner)
+    /// [default: host name, process id and a random suffix].
+    #[arg(long = "worker-id", env = "WORKER_ID")]
+    pub(crate) worker_id: Option<String>,
+    /// Seconds a partition's lease lasts without renewal: a worker that died or hangs loses
+    /// its partitions this long after its last renewal (renewed every third of it).
+    #[arg(long = "lease-ttl-secs", env = "LEASE_TTL_SECS", default_value_t = 10)]
+    pub(crate) lease_ttl_secs: u64,
     /// Address of the /metrics and /healthz endpoint; empty to disable.
     #[arg(
         long = "metrics-addr",
@@ -156,8 +168,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         ConfigError::one("REDIS_URL", "a Redis URL", e, fix)
     };
     let users = Arc::new(UserDirectory::new(&args.redis).map_err(bad_redis)?);
-    let store =
-        Arc::new(CheckpointStore::new(&args.redis, checkpoint_name(&args)).map_err(bad_redis)?);
+    // The start-up checks read the (first) partition's checkpoint meta.
+    let first = partition_checkpoint_name(&checkpoint_name(&args), 0, topology.partitions);
+    let store = Arc::new(CheckpointStore::new(&args.redis, first).map_err(bad_redis)?);
     let Some(checked) =
         crate::preflight::check(&args, users.clone(), store.clone(), &shutdown.graceful).await?
     else {
@@ -165,28 +178,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let (conn, bigquery) = (checked.conn, checked.bigquery);
-    let sink = match args.service.write_api {
-        WriteApi::InsertAll => {
-            RowSink::insert_all(bigquery, metrics.clone(), shutdown.forced.clone())
-        }
-        WriteApi::StorageWrite => {
-            let writer = StorageWriter::connect(&bigquery, &args.bigquery).map_err(|e| {
-                ConfigError::one(
-                    "BIGQUERY_WRITE_API",
-                    "a write path this build can use",
-                    e,
-                    "set BIGQUERY_WRITE_API=insert-all, or BIGQUERY_EMULATOR_HOST for the emulator",
-                )
-            })?;
-            let touches = writer.for_touches(&bigquery);
-            RowSink::epochs(
-                EpochWriter::new(writer),
-                EpochWriter::new(touches),
-                metrics.clone(),
-                shutdown.forced.clone(),
-            )
-        }
-    };
     let dead_letter = Arc::new(
         Publisher::new(&conn, &topology.dead_letter_topic)
             .await
@@ -198,124 +189,149 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("cannot open the late-clicks topic (run create-pubsub first)")?,
     );
 
-    let options = SubscribeOptions::from_args(&args.pubsub);
-    let max_unacked = (options.max_outstanding_messages as usize / 2).max(1);
+    // Partitions and leases (docs/design.md §7): every worker agrees on P, owns partitions
+    // under leases, and with P > 1 routes the original subscriptions to the partition topics.
+    let name = checkpoint_name(&args);
+    let worker_id = args
+        .service
+        .worker_id
+        .clone()
+        .unwrap_or_else(default_worker_id);
+    let ttl = Duration::from_secs(args.service.lease_ttl_secs.max(3));
+    let leases = LeaseStore::new(
+        &args.redis,
+        name.clone(),
+        topology.partitions,
+        worker_id.clone(),
+        ttl.as_millis() as u64,
+    )
+    .map_err(bad_redis)?;
+    match leases.record_layout().await {
+        Ok(()) => {}
+        Err(e @ firstclick_redis::RedisError::LayoutMismatch { .. }) => {
+            return Err(ConfigError::one(
+                "PARTITIONS",
+                "the number of partitions this deployment's state was made with",
+                e,
+                "start every worker with the PARTITIONS the first one used (or reset the \
+                 deployment's state with `streaming state reset` and start again)",
+            )
+            .into());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot read the partition layout")),
+    }
     let legacy = (args.service.checkpoint_key.is_none())
         .then(|| crate::state::legacy_key(&args.gcp.project_id, &topology.click_subscription));
-    // Nothing is consumed yet: the first stop signal ends a restore that waits for Redis.
-    let loaded = match crate::state::load(
-        &store,
-        args.engine.config(),
-        legacy.as_deref(),
-        &shutdown.graceful,
-    )
-    .await
-    {
-        Err(e) if shutdown.graceful.is_cancelled() => {
-            tracing::info!(reason = %format!("{e:#}"), "stopped while restoring the checkpoint");
-            return Ok(());
-        }
-        loaded => loaded?,
-    };
-    let recovery_hold = Duration::from_secs(
-        args.service
-            .recovery_hold_secs
-            .unwrap_or(u64::from(args.pubsub.ack_deadline_secs) + 5),
-    );
-    if loaded.meta.is_some() {
-        let engine = &loaded.engine;
-        let clean = loaded.durable.clean_shutdown;
-        tracing::info!(
-            clean_shutdown = clean,
-            hold_secs = if clean { 0 } else { recovery_hold.as_secs() },
-            checkpoint = store.name(),
-            elements = loaded.elements,
-            bytes = loaded.bytes,
-            took_ms = loaded.took.as_millis() as u64,
-            live_clicks = engine.live_clicks(),
-            pending = engine.pending_checkouts(),
-            watermark = ?engine.watermark().map(|w| w.to_rfc3339()),
-            "restored the last checkpoint"
-        );
+    let shared = Arc::new(Shared {
+        args: args.clone(),
+        conn: conn.clone(),
+        bigquery,
+        users,
+        dead_letter: dead_letter.clone(),
+        late,
+        metrics: metrics.clone(),
+    });
+    let routers = if topology.partitions > 1 {
+        Some(start_routers(&shared, &topology, &shutdown).await?)
     } else {
-        tracing::info!(
-            checkpoint = store.name(),
-            "no checkpoint: starting with empty state"
-        );
-    }
-    let worker = Worker::new(
-        loaded,
-        options.streams,
-        WorkerIo {
-            users,
-            sink,
-            late,
-            dead_letter: dead_letter.clone(),
-            store,
-        },
-        delivery_config(&args.service, max_unacked, recovery_hold),
-        WorkerConfig {
-            stats_interval: Duration::from_secs(args.service.stats_interval_secs.max(1)),
-        },
-        metrics.clone(),
-        shutdown.forced.clone(),
-    );
-
-    let clicks = Subscription::start(&conn, &topology.click_subscription, options.clone())
-        .await
-        .context("cannot subscribe to clicks (run create-pubsub first)")?;
-    let checkouts = Subscription::start(&conn, &topology.checkout_subscription, options)
-        .await
-        .context("cannot subscribe to checkouts (run create-pubsub first)")?;
-
-    let (tx, rx) = mpsc::channel(4096);
-    let max_future_micros = i64::try_from(args.service.max_future_secs)
-        .unwrap_or(i64::MAX / 1_000_000)
-        .saturating_mul(1_000_000);
-    let intake_task = |sub, kind| {
-        let ctx = IntakeContext {
-            kind,
-            tx: tx.clone(),
-            dead_letter: dead_letter.clone(),
-            metrics: metrics.clone(),
-            max_future_micros,
-        };
-        tokio::spawn(intake::run(sub, ctx, shutdown.graceful.clone()))
+        None
     };
-    let click_intake = intake_task(clicks, EventKind::Click);
-    let checkout_intake = intake_task(checkouts, EventKind::Checkout);
-    drop(tx);
     crate::health::global().set_started();
     let probes_stop = shutdown.forced.child_token();
     checked.probes.spawn(probes_stop.clone());
     let _stop_probes = probes_stop.drop_guard();
     tracing::info!(
-        clicks = %topology.click_subscription,
-        checkouts = %topology.checkout_subscription,
+        worker = %worker_id,
+        partitions = topology.partitions,
+        lease_ttl_secs = ttl.as_secs(),
         "streaming: first-click attribution running"
     );
-
-    let worker_result = worker.run(rx).await;
-    // Every ack handle is settled now (acked at the final checkpoint, or dropped on error and
-    // so redelivered later): let the subscriptions send their pending acks (for a short while
-    // only once the stop is forced).
-    for task in [click_intake, checkout_intake] {
-        let forced = &shutdown.forced;
-        let done = crate::shutdown::unless_forced(forced, async {
-            match task.await {
-                Ok(sub) => sub.shutdown().await,
-                Err(e) => tracing::error!(error = %e, "an intake task failed"),
+    let owner = Owner::new(
+        shared.clone(),
+        leases,
+        LeaseConfig::new(topology.partitions, ttl.as_millis() as u64),
+        &worker_id,
+        topology,
+        name,
+        legacy,
+    );
+    let owned = owner.run(&shutdown).await;
+    if let Some(routers) = routers {
+        for task in routers {
+            let done = crate::shutdown::unless_forced(&shutdown.forced, async {
+                match task.await {
+                    Ok(sub) => sub.shutdown().await,
+                    Err(e) => tracing::error!(error = %e, "a router task failed"),
+                }
+            });
+            if done.await.is_none() {
+                tracing::warn!("stop forced: not waiting any longer for a router to shut down");
             }
-        });
-        if done.await.is_none() {
-            tracing::warn!("stop forced: not waiting any longer for a subscription to shut down");
         }
     }
-    let unacked = metrics.unacked();
-    if crate::shutdown::after_worker(worker_result, &shutdown.forced, unacked)? {
+    owned?;
+    if shutdown.forced.is_cancelled() {
+        tracing::warn!("stopped by force: what was not written is unacknowledged and comes back");
+    } else {
         tracing::info!("stopped cleanly");
     }
     Ok(())
+}
+
+/// This worker's id when `--worker-id` is not given: the host name, the process id and a
+/// random suffix (a restarted container keeps its host name).
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// Starts the routers of a partitioned deployment: one task per original subscription, each
+/// stopping with the graceful stop.
+async fn start_routers(
+    shared: &Arc<Shared>,
+    topology: &Topology,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<Subscription>>> {
+    let parts = topology.partition_topologies();
+    let mut tasks = Vec::new();
+    for (kind, subscription) in [
+        (EventKind::Click, &topology.click_subscription),
+        (EventKind::Checkout, &topology.checkout_subscription),
+    ] {
+        let mut publishers = Vec::with_capacity(parts.len());
+        for part in &parts {
+            let topic = match kind {
+                EventKind::Click => &part.click_topic,
+                EventKind::Checkout => &part.checkout_topic,
+            };
+            publishers.push(Publisher::new(&shared.conn, topic).await.with_context(|| {
+                format!("cannot open the partition topic {topic} (run create-pubsub --partitions {} first)", topology.partitions)
+            })?);
+        }
+        let options = SubscribeOptions::from_args(&shared.args.pubsub);
+        let sub = Subscription::start(&shared.conn, subscription, options)
+            .await
+            .with_context(|| {
+                format!("cannot subscribe to {subscription} (run create-pubsub first)")
+            })?;
+        let router = Router {
+            kind,
+            partitions: Arc::new(publishers),
+            dead_letter: shared.dead_letter.clone(),
+            metrics: shared.metrics.clone(),
+        };
+        tasks.push(tokio::spawn(router.run(sub, shutdown.graceful.clone())));
+    }
+    Ok(tasks)
 }
 
 /// The checkpoint's name: `--checkpoint-key`, or the project and the click subscription.
@@ -329,7 +345,7 @@ pub(crate) fn checkpoint_name(args: &RunArgs) -> String {
     })
 }
 
-fn delivery_config(
+pub(crate) fn delivery_config(
     service: &ServiceArgs,
     max_unacked: usize,
     recovery_hold: Duration,

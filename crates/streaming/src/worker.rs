@@ -42,6 +42,8 @@ type Core = Delivery<AckHandle, Bytes>;
 pub(crate) struct WorkerConfig {
     /// How often the stats line is logged.
     pub(crate) stats_interval: Duration,
+    /// The partition this worker runs (0 when the deployment is not partitioned).
+    pub(crate) partition: u32,
 }
 
 /// The services the worker writes to.
@@ -139,7 +141,7 @@ impl Worker {
         if result.is_err() {
             // What a forced stop leaves unacknowledged (redelivered later), for the exit log.
             let held = self.core.unacked() + rx.len();
-            self.metrics.set_unacked(held as u64);
+            self.metrics.set_unacked(self.cfg.partition, held as u64);
         }
         result
     }
@@ -240,16 +242,19 @@ impl Worker {
 
     fn update_gauges(&self) {
         let engine = self.core.engine();
-        self.metrics.set_engine_stats(engine.stats());
-        self.metrics.set_state(&StateGauges {
-            live_clicks: engine.live_clicks() as u64,
-            pending_checkouts: engine.pending_checkouts() as u64,
-            unacked: self.core.unacked() as u64,
-            base_bytes: self.core.base_bytes(),
-            changelog_bytes: self.core.log_bytes(),
-            watermark_micros: engine.watermark().map(|w| w.as_micros()),
-            now_micros: wall_clock().as_micros(),
-        });
+        self.metrics.set_partition(
+            self.cfg.partition,
+            engine.stats(),
+            &StateGauges {
+                live_clicks: engine.live_clicks() as u64,
+                pending_checkouts: engine.pending_checkouts() as u64,
+                unacked: self.core.unacked() as u64,
+                base_bytes: self.core.base_bytes(),
+                changelog_bytes: self.core.log_bytes(),
+                watermark_micros: engine.watermark().map(|w| w.as_micros()),
+                now_micros: wall_clock().as_micros(),
+            },
+        );
     }
 
     /// Runs every command the core has given out, reporting each result back (which may give
@@ -293,7 +298,7 @@ impl Worker {
                         || store.append_log(&elements),
                     )
                     .await
-                    .context("cannot append to the checkpoint's changelog; its messages stay unacknowledged")?;
+                    .map_err(|e| checkpoint_error(e, "cannot append to the checkpoint's changelog; its messages stay unacknowledged"))?;
                     self.core.log_appended(first_seq);
                     self.metrics
                         .checkpoint(started.elapsed().as_secs_f64(), bytes);
@@ -498,10 +503,30 @@ async fn base_lane(
         let report = match result {
             Ok(None) => continue,
             Ok(Some(r)) => Ok(r),
-            Err(e) => Err(anyhow::Error::new(e).context("cannot write the checkpoint's base")),
+            Err(e) => Err(checkpoint_error(e, "cannot write the checkpoint's base")),
         };
         if done.send(report).is_err() {
             return;
         }
+    }
+}
+
+/// The partition's lease is gone: a checkpoint write was refused by its fence. Not a failure
+/// of the process: the partition stops, and its next owner gets the unacknowledged messages.
+#[derive(Debug, thiserror::Error)]
+#[error("the lease of this partition is gone (another worker owns it now): {0}")]
+pub(crate) struct LeaseLost(String);
+
+/// A checkpoint write that gave up: [`LeaseLost`] when its fence refused it, else the error
+/// with `what` as context.
+fn checkpoint_error(
+    e: crate::outage::GaveUp<firstclick_redis::RedisError>,
+    what: &'static str,
+) -> anyhow::Error {
+    match &e {
+        crate::outage::GaveUp::Permanent { error, .. } if error.is_fenced() => {
+            anyhow::Error::new(LeaseLost(error.to_string()))
+        }
+        _ => anyhow::Error::new(e).context(what),
     }
 }
