@@ -115,11 +115,9 @@ pub struct Leases {
 impl Leases {
     /// A worker holding nothing yet; `worker_id` spreads its first choices.
     pub fn new(config: LeaseConfig, worker_id: &str) -> Self {
-        let seed = worker_id
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+        let seed = worker_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         Leases {
             config,
             seed,
@@ -375,7 +373,10 @@ mod tests {
     #[test]
     fn three_workers_split_eight_partitions_and_a_fourth_joins() {
         let mut redis = FakeRedis::default();
-        let mut ws: Vec<Worker> = ["a", "b", "c"].iter().map(|id| Worker::new(id, 8)).collect();
+        let mut ws: Vec<Worker> = ["a", "b", "c"]
+            .iter()
+            .map(|id| Worker::new(id, 8))
+            .collect();
         let mut now = 0;
         for _ in 0..6 {
             for w in &mut ws {
@@ -403,7 +404,10 @@ mod tests {
     #[test]
     fn a_dead_workers_partitions_are_taken_over_after_the_ttl() {
         let mut redis = FakeRedis::default();
-        let mut ws: Vec<Worker> = ["a", "b", "c"].iter().map(|id| Worker::new(id, 8)).collect();
+        let mut ws: Vec<Worker> = ["a", "b", "c"]
+            .iter()
+            .map(|id| Worker::new(id, 8))
+            .collect();
         let mut now = 0;
         for _ in 0..6 {
             for w in &mut ws {
@@ -456,7 +460,10 @@ mod tests {
         // it tries is refused by the fence.
         for p in &paused {
             assert!(a.leases.token(*p).is_some());
-            assert!(!a.can_write(&redis, *p), "stale write to partition {p} passed");
+            assert!(
+                !a.can_write(&redis, *p),
+                "stale write to partition {p} passed"
+            );
         }
         // Its next round gives them up without a write.
         let actions = a.round(&mut redis, now);

@@ -16,11 +16,18 @@
 //! - `summary`: [`Summary`], the counters printed at the end of a run.
 //! - `replay`: [`replay()`], the whole replay wired together ([`ReplayOptions`],
 //!   [`ReplayError`]); [`replay_observed`] with an observer.
+//! - `partitioned`: the replay over P partitions on N threads ([`Parallelism`], chosen by
+//!   [`ReplayOptions::parallelism`]): a chunked, parallel parse, one engine per partition, and
+//!   one deterministic output order for every N.
+//! - `chunked`: an input file in chunks of whole lines, read in order, parsed on any thread
+//!   into events per partition.
 //!
 //! The modules are private; the items above are re-exported here.
 
+mod chunked;
 mod merge;
 mod observer;
+mod partitioned;
 mod pipeline;
 mod replay;
 mod sink;
@@ -29,6 +36,7 @@ mod summary;
 mod users;
 
 pub use observer::{NoObserver, RowObserver};
+pub use partitioned::Parallelism;
 pub use pipeline::Pipeline;
 pub use replay::{replay, replay_observed, ReplayError, ReplayOptions};
 pub use sink::{CountingSink, FileSinkError, NdjsonWriter, RowSink};

@@ -11,6 +11,7 @@ use firstclick_model::EventKind;
 
 use crate::merge::Merge;
 use crate::observer::{NoObserver, RowObserver};
+use crate::partitioned::Parallelism;
 use crate::pipeline::Pipeline;
 use crate::sink::{BackgroundWriter, DeadLetterRecord, FileSinkError, NdjsonWriter};
 use crate::source::{FileSource, Item, SourceError};
@@ -38,6 +39,9 @@ pub struct ReplayOptions {
     pub engine: EngineConfig,
     /// Show a progress bar when stderr is a terminal.
     pub progress: bool,
+    /// Partitions and threads ([`Parallelism::default`]: one partition, one thread, the
+    /// replay of this module; anything else runs `crate::partitioned`).
+    pub parallelism: Parallelism,
 }
 
 /// Why a replay stopped.
@@ -64,6 +68,9 @@ pub fn replay_observed<O: RowObserver>(
     opts: &ReplayOptions,
     observer: O,
 ) -> Result<Summary, ReplayError> {
+    if opts.parallelism != Parallelism::default() {
+        return crate::partitioned::replay_partitioned(opts, observer);
+    }
     let users: UserNames = match &opts.users {
         Some(p) => load_users(p)?,
         None => UserNames::new(),

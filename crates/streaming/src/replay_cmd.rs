@@ -1,7 +1,7 @@
 //! `streaming replay`: NDJSON files through the engine, summary at the end.
 
 use anyhow::Context;
-use firstclick_replay::ReplayOptions;
+use firstclick_replay::{Parallelism, ReplayOptions};
 
 use crate::args::ReplayArgs;
 
@@ -17,6 +17,14 @@ pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<()> {
         dead_letter: args.dead_letter,
         engine: args.engine.config(),
         progress: true,
+        parallelism: Parallelism {
+            partitions: args.partitions,
+            threads: args.threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, usize::from),
+                |t| t as usize,
+            ),
+            processed_at: None,
+        },
     };
     let summary = crate::report_file::replay_with_report(&opts, args.report.as_deref())?;
     let text = if args.summary_json {

@@ -106,6 +106,7 @@ pub(crate) fn expected_rows(files: &DataSetPaths, dir: &Path) -> (Summary, Rows)
         dead_letter: None,
         engine: EngineConfig::default(),
         progress: false,
+        parallelism: Default::default(),
     })
     .expect("replay of the data set");
     let objects: Vec<serde_json::Map<String, Value>> = std::fs::read_to_string(&out)
