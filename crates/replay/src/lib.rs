@@ -19,11 +19,18 @@
 //!   [`replay_staged`] leaving the outputs to commit.
 //! - `staged`: [`StagedOutputs`], outputs written to temporary files beside their targets and
 //!   renamed into place only when the replay succeeded.
+//! - `partitioned`: the replay over P partitions on N threads ([`Parallelism`], chosen by
+//!   [`ReplayOptions::parallelism`]): a chunked, parallel parse, one engine per partition, and
+//!   one deterministic output order for every N.
+//! - `chunked`: an input file in chunks of whole lines, read in order, parsed on any thread
+//!   into events per partition.
 //!
 //! The modules are private; the items above are re-exported here.
 
+mod chunked;
 mod merge;
 mod observer;
+mod partitioned;
 mod pipeline;
 mod replay;
 mod sink;
@@ -33,6 +40,7 @@ mod summary;
 mod users;
 
 pub use observer::{NoObserver, RowObserver};
+pub use partitioned::Parallelism;
 pub use pipeline::Pipeline;
 pub use replay::{
     replay, replay_observed, replay_staged, ReplayError, ReplayOptions, DEFAULT_MAX_BAD_SHARE,

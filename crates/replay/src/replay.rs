@@ -17,6 +17,7 @@ use firstclick_model::EventKind;
 
 use crate::merge::Merge;
 use crate::observer::{NoObserver, RowObserver};
+use crate::partitioned::Parallelism;
 use crate::pipeline::Pipeline;
 use crate::sink::{BackgroundWriter, DeadLetterRecord, FileSinkError};
 use crate::source::{FileSource, Item, SourceError};
@@ -49,6 +50,9 @@ pub struct ReplayOptions {
     /// ([`ReplayError::TooManyBadLines`]); 1 accepts anything. [`DEFAULT_MAX_BAD_SHARE`] by
     /// default.
     pub max_bad_share: f64,
+    /// Partitions and threads ([`Parallelism::default`]: one partition, one thread, the
+    /// replay of this module; anything else runs `crate::partitioned`).
+    pub parallelism: Parallelism,
 }
 
 /// The default of [`ReplayOptions::max_bad_share`]: a file with more bad lines than good
@@ -112,6 +116,13 @@ pub fn replay_staged<O: RowObserver>(
     opts: &ReplayOptions,
     observer: O,
 ) -> Result<(Summary, StagedOutputs), ReplayError> {
+    if opts.parallelism != Parallelism::default() {
+        let mut outputs = StagedOutputs::new();
+        let (summary, counts) =
+            crate::partitioned::replay_partitioned(opts, observer, &mut outputs)?;
+        check_bad_shares(opts, counts)?;
+        return Ok((summary, outputs));
+    }
     let users: UserNames = match &opts.users {
         Some(p) => load_users(p)?,
         None => UserNames::new(),

@@ -268,6 +268,24 @@ pub(crate) struct ReplayArgs {
         value_parser = parse_share
     )]
     pub(crate) max_bad_share: f64,
+    /// Partitions (key groups) to replay as: a user's events go to partition
+    /// hash(user_id) mod P, each with its own engine and watermark, so the rows are those of a
+    /// P-partition deployment. 1 is the single-engine replay.
+    #[arg(
+        long,
+        env = "PARTITIONS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=65_536)
+    )]
+    pub(crate) partitions: u32,
+    /// Worker threads that parse the inputs and run the partitions (default: the number of
+    /// cores). The outputs are the same, byte for byte, for every number of threads.
+    #[arg(
+        long,
+        env = "REPLAY_THREADS",
+        value_parser = clap::value_parser!(u32).range(1..=1024)
+    )]
+    pub(crate) threads: Option<u32>,
     /// Attribution settings.
     #[command(flatten)]
     pub(crate) engine: EngineArgs,

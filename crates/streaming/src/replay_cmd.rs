@@ -2,7 +2,7 @@
 //! renamed into place only when everything succeeded (the report included).
 
 use anyhow::Context;
-use firstclick_replay::ReplayOptions;
+use firstclick_replay::{Parallelism, ReplayOptions};
 
 use crate::args::ReplayArgs;
 
@@ -19,6 +19,14 @@ pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<()> {
         engine: args.engine.config(),
         progress: true,
         max_bad_share: args.max_bad_share,
+        parallelism: Parallelism {
+            partitions: args.partitions,
+            threads: args.threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, usize::from),
+                |t| t as usize,
+            ),
+            processed_at: None,
+        },
     };
     let summary = crate::report_file::replay_with_report(&opts, args.report.as_deref())?;
     let text = if args.summary_json {

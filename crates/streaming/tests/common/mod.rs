@@ -107,6 +107,7 @@ pub(crate) fn expected_rows(files: &DataSetPaths, dir: &Path) -> (Summary, Rows)
         engine: EngineConfig::default(),
         progress: false,
         max_bad_share: firstclick_replay::DEFAULT_MAX_BAD_SHARE,
+        parallelism: Default::default(),
     })
     .expect("replay of the data set");
     let objects: Vec<serde_json::Map<String, Value>> = std::fs::read_to_string(&out)

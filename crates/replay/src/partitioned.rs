@@ -1,0 +1,1093 @@
+//! The partitioned replay: `streaming replay --partitions P --threads N` (docs/design.md §3.6).
+//!
+//! A user's clicks and checkouts belong to partition [`firstclick_partition::partition_of`]`(user,
+//! P)`, and each partition has its own engine and watermark, as in a P-partition deployment.
+//! Partition `p` replays what its own two files would hold: the lines of partition `p` of each
+//! input, merged by the event time of each file's next line (ties: click first), exactly as a
+//! one-partition replay of those filtered files would. With P = 1 that is today's replay.
+//!
+//! # Threads
+//! N workers share the work: reading a chunk of an input ([`crate::chunked`], sequential per
+//! file, under its lock), parsing it (anywhere, no lock) into one vector of events per partition,
+//! and running a partition's engine over the chunks it has been given, in chunk order. A
+//! partition runs on one worker at a time (any worker: whichever is free), so its events reach
+//! its engine in file order whatever N is. Workers prefer running a partition to parsing, and
+//! parse at most [`WINDOW`] chunks of a file ahead of the partition that has consumed the
+//! fewest, and none while [`BACKLOG`] outputs wait for the writer: memory is bounded by a
+//! window of parsed events and of output rows, never by the file. (Should the window ever stop
+//! every worker, as adversarial inputs whose files are far apart in time can, the last idle
+//! worker admits one more chunk rather than wait.)
+//!
+//! # Output order
+//! The calling thread is the writer: rows, touches and late clicks go out in one deterministic
+//! order, the same for every N. Every output of a partition carries its *clock*: the largest
+//! event time that partition had read when it made it (the final flush carries +∞). Outputs are
+//! written by `(clock, partition)`, each partition's own outputs in the order its engine made
+//! them. Each partition sends, with its outputs, the clock it has reached, and an output is
+//! written once no other partition can still make one that sorts before it. With P = 1 this is
+//! the engine's order, as in the single-threaded replay.
+//!
+//! Bad lines (dead letters and their reports on stderr) belong to no partition (a deployment's
+//! router dead-letters them, once): they go out in the order of the merge of the two whole
+//! files, as in the single-threaded replay, whatever P and N; the writer runs that merge over
+//! each chunk's event times.
+//!
+//! The summary adds up the partitions' counters; its peak of live clicks is the sum of each
+//! partition's peak.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use firstclick_engine::{CheckoutOutcome, ClickOutcome, Engine, EngineConfig, FinalCheckout};
+use firstclick_model::{AttributedRow, EventKind, EventTime, TouchRow};
+
+use crate::chunked::{parse_chunk, source_error, ChunkedFile, Next, ParsedChunk, BAD};
+use crate::observer::RowObserver;
+use crate::replay::{ReplayError, ReplayOptions};
+use crate::sink::{
+    BackgroundWriter, DeadLetterRecord, FileSinkError, LateClickRecord, NdjsonWriter, RowSink,
+};
+use crate::source::{Item, SourceError};
+use crate::staged::StagedOutputs;
+use crate::summary::Summary;
+use crate::users::{load_users, UserNames};
+
+/// Chunks of a file parsed ahead of the partition that has consumed the fewest.
+pub(crate) const WINDOW: usize = 6;
+/// Outputs sent to the writer and not yet written above which no more chunks are parsed.
+pub(crate) const BACKLOG: usize = 1 << 16;
+
+const CLICKS: usize = 0;
+const CHECKOUTS: usize = 1;
+
+/// How a replay is spread: partitions and worker threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parallelism {
+    /// Partitions (key groups), each with its own engine and watermark; at least 1.
+    pub partitions: u32,
+    /// Worker threads that parse and run the partitions (the writer is one more); at least 1.
+    pub threads: usize,
+    /// Stamp every row with this `processed_at` instead of the clock's time (for outputs that
+    /// can be compared byte for byte).
+    pub processed_at: Option<EventTime>,
+}
+
+impl Default for Parallelism {
+    /// One partition on one thread: the single-threaded replay.
+    fn default() -> Self {
+        Parallelism {
+            partitions: 1,
+            threads: 1,
+            processed_at: None,
+        }
+    }
+}
+
+impl Parallelism {
+    /// `partitions` partitions on as many threads as the machine has cores.
+    pub fn with_cores(partitions: u32) -> Self {
+        Parallelism {
+            partitions,
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            processed_at: None,
+        }
+    }
+}
+
+/// One output of a partition.
+enum Output {
+    Row(AttributedRow),
+    Touch(TouchRow),
+    Late(LateClickRecord<'static>),
+}
+
+/// What workers send the writer.
+enum Msg {
+    /// Outputs of a partition.
+    Part(Batch),
+    /// A parsed chunk's event times and bad lines (for the dead-letter order).
+    Chunk { file: usize, chunk: RouterChunk },
+    /// A file has this many chunks.
+    Total { file: usize, chunks: usize },
+}
+
+/// Outputs of partition `part`, in its order, each with its clock; later ones will have a
+/// clock of at least `clock`.
+struct Batch {
+    part: usize,
+    outputs: Vec<(i64, Output)>,
+    clock: i64,
+    done: Option<Box<Summary>>,
+}
+
+/// What the writer needs of a chunk to place its bad lines.
+struct RouterChunk {
+    index: usize,
+    lines: u64,
+    order: Vec<i64>,
+    bad: Vec<Item>,
+}
+
+/// A partition's engine and the merge of its two inputs.
+struct Runner {
+    part: usize,
+    engine: Engine,
+    users: Arc<UserNames>,
+    late: bool,
+    processed_at: Option<EventTime>,
+    finals: Vec<FinalCheckout>,
+    sides: [Side; 2],
+    clock: i64,
+    outputs: Vec<(i64, Output)>,
+    summary: Summary,
+}
+
+#[derive(Default)]
+struct Side {
+    batch: std::vec::IntoIter<Item>,
+    head: Option<Item>,
+    done: bool,
+}
+
+impl Side {
+    fn time(&self) -> Option<i64> {
+        match &self.head {
+            Some(Item::Click(c)) => Some(c.time.as_micros()),
+            Some(Item::Checkout(c)) => Some(c.time.as_micros()),
+            _ => None,
+        }
+    }
+}
+
+/// Why a runner stopped.
+enum Step {
+    /// It needs the next chunk of this input.
+    Need(usize),
+    /// Both inputs are consumed and everything is flushed.
+    Finished,
+}
+
+impl Runner {
+    fn new(part: usize, config: EngineConfig, users: Arc<UserNames>, par: &Parallelism) -> Self {
+        Runner {
+            part,
+            engine: Engine::new(config),
+            users,
+            late: false,
+            processed_at: par.processed_at,
+            finals: Vec::with_capacity(256),
+            sides: [Side::default(), Side::default()],
+            clock: i64::MIN,
+            outputs: Vec::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    /// Feeds events until a side needs its next chunk or everything is done.
+    fn advance(&mut self) -> Step {
+        loop {
+            for (f, side) in self.sides.iter_mut().enumerate() {
+                if side.head.is_none() && !side.done {
+                    match side.batch.next() {
+                        Some(item) => side.head = Some(item),
+                        None => return Step::Need(f),
+                    }
+                }
+            }
+            let take_click = match (&self.sides[CLICKS].head, &self.sides[CHECKOUTS].head) {
+                (None, None) => {
+                    self.finish();
+                    return Step::Finished;
+                }
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(_), Some(_)) => self.sides[CLICKS].time() <= self.sides[CHECKOUTS].time(),
+            };
+            let side = if take_click { CLICKS } else { CHECKOUTS };
+            match self.sides[side].head.take() {
+                Some(Item::Click(c)) => self.click(c),
+                Some(Item::Checkout(c)) => self.checkout(c),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next chunk of input `f`.
+    fn feed(&mut self, f: usize, events: Vec<Item>) {
+        self.sides[f].batch = events.into_iter();
+    }
+
+    /// Input `f` has no more chunks.
+    fn end(&mut self, f: usize) {
+        self.sides[f].done = true;
+    }
+
+    /// As [`crate::Pipeline::click`].
+    fn click(&mut self, click: firstclick_model::Click) {
+        self.summary.events_read += 1;
+        self.clock = self.clock.max(click.time.as_micros());
+        let watermark = self.engine.watermark();
+        let maybe_late = self.late && watermark.is_some_and(|w| click.time < w);
+        let copy = maybe_late.then(|| click.clone());
+        let outcome = self.engine.on_click(click);
+        if let (ClickOutcome::Late { stored }, Some(c)) = (outcome, copy) {
+            self.outputs.push((
+                self.clock,
+                Output::Late(LateClickRecord::new(&c, watermark, stored)),
+            ));
+        }
+        let live = self.engine.live_clicks() as u64;
+        if live > self.summary.peak_live_clicks {
+            self.summary.peak_live_clicks = live;
+        }
+        if self.engine.drain_final(&mut self.finals) > 0 {
+            self.emit();
+        }
+    }
+
+    /// As [`crate::Pipeline::checkout`].
+    fn checkout(&mut self, checkout: firstclick_model::Checkout) {
+        self.summary.events_read += 1;
+        self.clock = self.clock.max(checkout.time.as_micros());
+        if self.engine.on_checkout(checkout) == CheckoutOutcome::Late
+            && self.engine.drain_final(&mut self.finals) > 0
+        {
+            self.emit();
+        }
+    }
+
+    fn emit(&mut self) {
+        let now = self
+            .processed_at
+            .unwrap_or_else(firstclick_model::time::wall_clock);
+        for f in self.finals.drain(..) {
+            let name = self.users.get(&f.checkout.user_id).cloned();
+            if name.is_none() {
+                self.summary.unknown_users += 1;
+            }
+            let (rows, touches) = f.into_rows(name, now);
+            self.summary.rows += rows.len() as u64;
+            self.summary.touches += touches.len() as u64;
+            let clock = self.clock;
+            self.outputs
+                .extend(rows.into_iter().map(|r| (clock, Output::Row(r))));
+            self.outputs
+                .extend(touches.into_iter().map(|t| (clock, Output::Touch(t))));
+        }
+    }
+
+    /// The end of both inputs: everything pending is flushed (with the clock +∞).
+    fn finish(&mut self) {
+        self.engine.flush(&mut self.finals);
+        self.clock = i64::MAX;
+        self.emit();
+        let s = self.engine.stats();
+        let summary = &mut self.summary;
+        summary.clicks = s.clicks;
+        summary.checkouts = s.checkouts;
+        summary.attributed = s.attributed;
+        summary.unattributed = s.organic;
+        summary.late_clicks = s.late_clicks;
+        summary.late_checkouts = s.late_checkouts;
+        summary.duplicate_clicks = s.duplicate_clicks;
+        summary.duplicate_checkouts = s.duplicate_checkouts;
+    }
+
+    fn batch(&mut self, done: bool) -> Batch {
+        Batch {
+            part: self.part,
+            outputs: std::mem::take(&mut self.outputs),
+            clock: self.clock,
+            done: done.then(|| Box::new(self.summary.clone())),
+        }
+    }
+}
+
+/// A partition as the scheduler sees it.
+struct PartState {
+    /// Parsed chunks not yet taken, per input, by chunk number.
+    inbox: [BTreeMap<usize, Vec<Item>>; 2],
+    /// The next chunk number the partition takes, per input.
+    consumed: [usize; 2],
+    /// The input whose next chunk it waits for (`None`: it can run).
+    need: Option<usize>,
+    /// Its runner, unless a worker is running it or it is finished.
+    runner: Option<Box<Runner>>,
+    done: bool,
+}
+
+impl PartState {
+    fn runnable(&self, files: &[FileState; 2]) -> bool {
+        self.runner.is_some()
+            && !self.done
+            && match self.need {
+                None => true,
+                Some(f) => {
+                    let k = self.consumed[f];
+                    self.inbox[f].contains_key(&k) || files[f].total.is_some_and(|t| k >= t)
+                }
+            }
+    }
+}
+
+#[derive(Default)]
+struct FileState {
+    /// Reads handed out (including the one that found the end).
+    issued: usize,
+    /// Reads under way.
+    reading: usize,
+    /// Its number of chunks, once the end was found.
+    total: Option<usize>,
+}
+
+struct State {
+    parts: Vec<PartState>,
+    files: [FileState; 2],
+    /// Workers waiting for something to do.
+    idle: usize,
+    /// Partitions finished.
+    finished: usize,
+    /// The writer waits for outputs (it cannot write what it holds before they come).
+    writer_waiting: bool,
+    /// The first read error.
+    error: Option<SourceError>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    abort: AtomicBool,
+    /// Outputs sent to the writer and not yet written.
+    backlog: AtomicUsize,
+    files: [ChunkedFile; 2],
+    partitions: usize,
+    workers: usize,
+}
+
+/// What a worker does next.
+enum Task {
+    Run(usize, Box<Runner>),
+    Read(usize),
+    Wait,
+    Exit,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A worker that panicked sets `abort`; the state itself stays consistent enough to
+        // stop, so a poisoned lock is taken as it is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop(&self) {
+        self.abort.store(true, Ordering::SeqCst);
+        let _g = self.lock();
+        self.wake.notify_all();
+    }
+
+    /// The next task for worker `id` (called with the state locked).
+    fn next_task(&self, st: &mut State, id: usize) -> Task {
+        if self.abort.load(Ordering::SeqCst) || st.finished == self.partitions {
+            return Task::Exit;
+        }
+        let n = self.partitions;
+        let start = id * n / self.workers;
+        for i in 0..n {
+            let p = (start + i) % n;
+            if st.parts[p].runnable(&st.files) {
+                if let Some(r) = st.parts[p].runner.take() {
+                    return Task::Run(p, r);
+                }
+            }
+        }
+        match self.admissible(st, false) {
+            Some(f) => Task::Read(f),
+            None => Task::Wait,
+        }
+    }
+
+    /// The input to read a chunk of next, if any may be read now (`force`: ignoring the
+    /// window and the backlog).
+    fn admissible(&self, st: &mut State, force: bool) -> Option<usize> {
+        if !force && self.backlog.load(Ordering::SeqCst) >= BACKLOG {
+            return None;
+        }
+        let mut best: Option<(bool, usize, usize)> = None;
+        for f in [CLICKS, CHECKOUTS] {
+            let fs = &st.files[f];
+            if fs.total.is_some() {
+                continue;
+            }
+            let live = st.parts.iter().filter(|p| !p.done);
+            let low = live.clone().map(|p| p.consumed[f]).min().unwrap_or(0);
+            let wanted = live
+                .clone()
+                .any(|p| p.need == Some(f) && p.consumed[f] >= fs.issued);
+            if !force && fs.issued >= low + WINDOW {
+                continue;
+            }
+            if force && !wanted {
+                continue;
+            }
+            // Wanted first, then the input parsed least far ahead.
+            let key = (!wanted, fs.issued - low.min(fs.issued), f);
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
+            }
+        }
+        let f = best?.2;
+        st.files[f].issued += 1;
+        st.files[f].reading += 1;
+        Some(f)
+    }
+
+    /// Whether nothing but an admission past the limits can move the replay on.
+    fn stuck(&self, st: &State) -> bool {
+        st.idle + 1 == self.workers
+            && st.files.iter().all(|f| f.reading == 0)
+            && st.parts.iter().all(|p| p.runner.is_some() || p.done)
+            && (self.backlog.load(Ordering::SeqCst) < BACKLOG || st.writer_waiting)
+    }
+}
+
+/// Sets `abort` if a worker unwinds, so the others and the writer stop too.
+struct AbortOnPanic<'a>(&'a Shared);
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
+        }
+    }
+}
+
+fn worker(sh: &Shared, id: usize, tx: &Sender<Msg>) {
+    let _guard = AbortOnPanic(sh);
+    let mut buf = Vec::with_capacity(crate::chunked::CHUNK + (64 << 10));
+    let mut st = sh.lock();
+    loop {
+        let task = match sh.next_task(&mut st, id) {
+            Task::Wait if sh.stuck(&st) => match sh.admissible(&mut st, true) {
+                Some(f) => Task::Read(f),
+                None => Task::Wait,
+            },
+            t => t,
+        };
+        match task {
+            Task::Exit => {
+                sh.wake.notify_all();
+                return;
+            }
+            Task::Run(p, mut runner) => {
+                st.parts[p].need = None;
+                drop(st);
+                st = run_partition(sh, p, &mut runner, tx);
+                if !st.parts[p].done {
+                    st.parts[p].runner = Some(runner);
+                }
+                if st.idle > 0 {
+                    sh.wake.notify_all();
+                }
+            }
+            Task::Read(f) => {
+                drop(st);
+                let read = read_chunk(sh, f, &mut buf, tx);
+                st = sh.lock();
+                st.files[f].reading -= 1;
+                match read {
+                    Ok(Parsed::Chunk(index, parts)) => {
+                        for (p, events) in parts.into_iter().enumerate() {
+                            st.parts[p].inbox[f].insert(index, events);
+                        }
+                    }
+                    Ok(Parsed::End(total)) => {
+                        if st.files[f].total.is_none() {
+                            st.files[f].total = Some(total);
+                            let _ = tx.send(Msg::Total {
+                                file: f,
+                                chunks: total,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        st.error.get_or_insert(e);
+                        sh.abort.store(true, Ordering::SeqCst);
+                    }
+                }
+                sh.wake.notify_all();
+            }
+            Task::Wait => {
+                st.idle += 1;
+                st = sh.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.idle -= 1;
+            }
+        }
+    }
+}
+
+/// Runs partition `p` until it needs a chunk that is not parsed yet, or to its end; returns
+/// with the state locked.
+fn run_partition<'a>(
+    sh: &'a Shared,
+    p: usize,
+    runner: &mut Runner,
+    tx: &Sender<Msg>,
+) -> MutexGuard<'a, State> {
+    let mut sent_clock = runner.clock;
+    loop {
+        let step = runner.advance();
+        let finished = matches!(step, Step::Finished);
+        if finished || !runner.outputs.is_empty() || runner.clock != sent_clock {
+            let batch = runner.batch(finished);
+            sent_clock = batch.clock;
+            sh.backlog.fetch_add(batch.outputs.len(), Ordering::SeqCst);
+            // A closed channel means the writer stopped; `abort` says so.
+            let _ = tx.send(Msg::Part(batch));
+        }
+        let mut st = sh.lock();
+        let Step::Need(f) = step else {
+            st.parts[p].done = true;
+            st.finished += 1;
+            return st;
+        };
+        if sh.abort.load(Ordering::SeqCst) {
+            return st;
+        }
+        let ended = st.files[f].total;
+        let part = &mut st.parts[p];
+        let k = part.consumed[f];
+        if let Some(events) = part.inbox[f].remove(&k) {
+            part.consumed[f] += 1;
+            runner.feed(f, events);
+            // The window may have moved.
+            if st.idle > 0 {
+                sh.wake.notify_all();
+            }
+        } else if ended.is_some_and(|t| k >= t) {
+            runner.end(f);
+        } else {
+            part.need = Some(f);
+            return st;
+        }
+    }
+}
+
+/// A chunk read and parsed, or the end of its file.
+enum Parsed {
+    Chunk(usize, Vec<Vec<Item>>),
+    End(usize),
+}
+
+/// Reads and parses the next chunk of input `f`, sends the writer what it needs of it for the
+/// dead letters, and returns its events per partition.
+fn read_chunk(
+    sh: &Shared,
+    f: usize,
+    buf: &mut Vec<u8>,
+    tx: &Sender<Msg>,
+) -> Result<Parsed, SourceError> {
+    let file = &sh.files[f];
+    match file.next_chunk(buf)? {
+        Next::End(total) => Ok(Parsed::End(total)),
+        Next::Chunk(index) => {
+            let ParsedChunk {
+                index,
+                lines,
+                parts,
+                order,
+                bad,
+            } = parse_chunk(file.kind, index, buf, sh.partitions as u32);
+            let _ = tx.send(Msg::Chunk {
+                file: f,
+                chunk: RouterChunk {
+                    index,
+                    lines,
+                    order,
+                    bad,
+                },
+            });
+            Ok(Parsed::Chunk(index, parts))
+        }
+    }
+}
+
+/// What the writer holds of one partition.
+struct Held {
+    queue: VecDeque<(i64, Output)>,
+    /// Outputs still to come have at least this clock.
+    clock: i64,
+    summary: Option<Summary>,
+}
+
+/// The calling thread's part: outputs in order to their files, bad lines to stderr and the
+/// dead letters.
+struct Writer<'a, O: RowObserver> {
+    sh: &'a Shared,
+    observer: O,
+    rows: BackgroundWriter,
+    late: Option<NdjsonWriter>,
+    touches: Option<NdjsonWriter>,
+    held: Vec<Held>,
+    router: Router,
+    dead: Option<NdjsonWriter>,
+    report: std::io::BufWriter<std::io::Stderr>,
+    names: [String; 2],
+}
+
+impl<O: RowObserver> Writer<'_, O> {
+    fn run(&mut self, rx: &Receiver<Msg>, bar: Option<&indicatif::ProgressBar>) -> WriteResult {
+        let mut n: u64 = 0;
+        loop {
+            let msg = match rx.try_recv() {
+                Ok(m) => m,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+                Err(crossbeam_channel::TryRecvError::Empty) => {
+                    self.waiting(true);
+                    let m = rx.recv();
+                    self.waiting(false);
+                    match m {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    }
+                }
+            };
+            match msg {
+                Msg::Part(b) => {
+                    let h = &mut self.held[b.part];
+                    h.queue.extend(b.outputs);
+                    h.clock = b.clock;
+                    if let Some(s) = b.done {
+                        h.summary = Some(*s);
+                    }
+                    self.write_ready()?;
+                }
+                Msg::Chunk { file, chunk } => {
+                    self.router.files[file].pending.insert(chunk.index, chunk);
+                    self.route()?;
+                }
+                Msg::Total { file, chunks } => {
+                    self.router.files[file].total = Some(chunks);
+                    self.route()?;
+                }
+            }
+            n += 1;
+            if let Some(bar) = bar.filter(|_| n.is_multiple_of(64)) {
+                bar.set_position(
+                    self.sh
+                        .files
+                        .iter()
+                        .map(|f| f.bytes_read.load(Ordering::Relaxed))
+                        .sum(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn waiting(&self, waiting: bool) {
+        let mut st = self.sh.lock();
+        st.writer_waiting = waiting;
+        if waiting && st.idle == self.sh.workers {
+            self.sh.wake.notify_all();
+        }
+    }
+
+    /// Writes every held output that no partition can still precede.
+    fn write_ready(&mut self) -> Result<(), FileSinkError> {
+        let mut written = 0usize;
+        loop {
+            let mut best: Option<(i64, usize)> = None;
+            let mut limit: Option<(i64, usize)> = None;
+            for (p, h) in self.held.iter().enumerate() {
+                match h.queue.front() {
+                    Some(&(c, _)) => {
+                        if best.is_none_or(|b| (c, p) < b) {
+                            best = Some((c, p));
+                        }
+                    }
+                    None if h.summary.is_none() => {
+                        if limit.is_none_or(|l| (h.clock, p) < l) {
+                            limit = Some((h.clock, p));
+                        }
+                    }
+                    None => {}
+                }
+            }
+            let Some((clock, p)) = best else { break };
+            if limit.is_some_and(|l| l < (clock, p)) {
+                break;
+            }
+            while let Some((c, _)) = self.held[p].queue.front() {
+                if *c != clock {
+                    break;
+                }
+                let Some((_, out)) = self.held[p].queue.pop_front() else {
+                    break;
+                };
+                written += 1;
+                match out {
+                    Output::Row(row) => {
+                        self.observer.observe_row(&row);
+                        self.rows.write_row(row)?;
+                    }
+                    Output::Touch(t) => {
+                        self.observer.observe_touch(&t);
+                        if let Some(w) = self.touches.as_mut() {
+                            w.write_touch(&t)?;
+                        }
+                    }
+                    Output::Late(l) => {
+                        if let Some(w) = self.late.as_mut() {
+                            w.write(&l)?;
+                        }
+                    }
+                }
+            }
+        }
+        if written > 0 {
+            let before = self.sh.backlog.fetch_sub(written, Ordering::SeqCst);
+            if before >= BACKLOG && before - written < BACKLOG {
+                let _g = self.sh.lock();
+                self.sh.wake.notify_all();
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports the bad lines the merge of the two whole files has reached.
+    fn route(&mut self) -> Result<(), FileSinkError> {
+        loop {
+            let mut heads = [None; 2];
+            for (f, head) in heads.iter_mut().enumerate() {
+                match self.router.files[f].head() {
+                    Head::Time(t) => *head = Some(t),
+                    Head::Done => {}
+                    Head::Wait => return Ok(()),
+                }
+            }
+            let f = match heads {
+                [None, None] => return Ok(()),
+                [Some(BAD), _] => CLICKS,
+                [_, Some(BAD)] => CHECKOUTS,
+                [Some(_), None] => CLICKS,
+                [None, Some(_)] => CHECKOUTS,
+                [Some(a), Some(b)] => {
+                    if a <= b {
+                        CLICKS
+                    } else {
+                        CHECKOUTS
+                    }
+                }
+            };
+            if let Some((line, item)) = self.router.files[f].take() {
+                self.bad_line(f, line, item)?;
+            }
+        }
+    }
+
+    fn bad_line(&mut self, f: usize, line: u64, item: Item) -> Result<(), FileSinkError> {
+        let Item::Bad { error, text, .. } = item else {
+            return Ok(());
+        };
+        self.router.bad += 1;
+        self.router.bad_by_file[f] += 1;
+        let file = &self.names[f];
+        // A closed stderr must not stop the replay; the count is in the summary.
+        let _ = writeln!(self.report, "{file}:{line}: {error}");
+        if let Some(d) = self.dead.as_mut() {
+            let kind = if f == CLICKS {
+                EventKind::Click
+            } else {
+                EventKind::Checkout
+            };
+            d.write(&DeadLetterRecord {
+                stream: kind.as_str(),
+                file,
+                line,
+                field: error.field,
+                reason: &error.reason,
+                text: &text,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and flushes every output.
+    fn finish(&mut self) -> Result<(), FileSinkError> {
+        self.write_ready()?;
+        self.route()?;
+        let _ = self.report.flush();
+        self.rows.flush()?;
+        for w in [&mut self.late, &mut self.touches, &mut self.dead]
+            .into_iter()
+            .flatten()
+        {
+            w.flush()?;
+        }
+        Ok(())
+    }
+}
+
+type WriteResult = Result<(), FileSinkError>;
+
+/// The merge of the two whole files, over their event times, for the order of bad lines.
+#[derive(Default)]
+struct Router {
+    files: [RouterFile; 2],
+    bad: u64,
+    /// Bad lines per input (clicks, checkouts), for the bad-line share.
+    bad_by_file: [u64; 2],
+}
+
+#[derive(Default)]
+struct RouterFile {
+    /// Chunks received and not yet reached, by number.
+    pending: BTreeMap<usize, RouterChunk>,
+    /// The chunk being merged.
+    current: Option<Current>,
+    /// The next chunk's number.
+    next: usize,
+    /// Lines of the chunks before `current`.
+    base: u64,
+    total: Option<usize>,
+}
+
+struct Current {
+    order: std::vec::IntoIter<i64>,
+    head: Option<i64>,
+    bad: std::vec::IntoIter<Item>,
+    lines: u64,
+}
+
+enum Head {
+    Time(i64),
+    Done,
+    Wait,
+}
+
+impl RouterFile {
+    fn head(&mut self) -> Head {
+        loop {
+            if let Some(c) = &mut self.current {
+                if c.head.is_none() {
+                    c.head = c.order.next();
+                }
+                if let Some(t) = c.head {
+                    return Head::Time(t);
+                }
+                self.base += c.lines;
+                self.current = None;
+            }
+            if let Some(c) = self.pending.remove(&self.next) {
+                self.next += 1;
+                self.current = Some(Current {
+                    order: c.order.into_iter(),
+                    head: None,
+                    bad: c.bad.into_iter(),
+                    lines: c.lines,
+                });
+            } else if self.total.is_some_and(|t| self.next >= t) {
+                return Head::Done;
+            } else {
+                return Head::Wait;
+            }
+        }
+    }
+
+    /// Takes the head (after [`RouterFile::head`]); a bad line comes back with its line number
+    /// in the file.
+    fn take(&mut self) -> Option<(u64, Item)> {
+        let c = self.current.as_mut()?;
+        if c.head.take()? != BAD {
+            return None;
+        }
+        let item = c.bad.next()?;
+        let Item::Bad { line, .. } = &item else {
+            return None;
+        };
+        Some((self.base + line, item))
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+fn thread_error(what: &str) -> SourceError {
+    source_error(
+        Path::new("<replay worker>"),
+        std::io::Error::other(what.to_string()),
+    )
+}
+
+/// The partitioned replay of `opts` (see the module documentation), showing every row and
+/// touch to `observer`.
+///
+/// Outputs are created in `outputs` (temporary files, renamed by the caller on success).
+/// Returns the summary and, per input (clicks, checkouts), its lines and bad lines.
+pub(crate) fn replay_partitioned<O: RowObserver>(
+    opts: &ReplayOptions,
+    observer: O,
+    outputs: &mut StagedOutputs,
+) -> Result<(Summary, [(u64, u64); 2]), ReplayError> {
+    let par = opts.parallelism;
+    let users: UserNames = match &opts.users {
+        Some(p) => load_users(p)?,
+        None => UserNames::new(),
+    };
+    let started = Instant::now();
+    let users = Arc::new(users);
+    let files = [
+        ChunkedFile::open(&opts.clicks, EventKind::Click)?,
+        ChunkedFile::open(&opts.checkouts, EventKind::Checkout)?,
+    ];
+    let rows = BackgroundWriter::spawn(outputs.create(&opts.out)?)?;
+    let mut create =
+        |p: &Option<std::path::PathBuf>| p.as_deref().map(|p| outputs.create(p)).transpose();
+    let late = create(&opts.late)?;
+    let touches = create(&opts.touches)?;
+    let dead = create(&opts.dead_letter)?;
+    let partitions = par.partitions.max(1) as usize;
+    let workers = par.threads.max(1);
+    let parts = (0..partitions)
+        .map(|p| {
+            let mut r = Runner::new(p, opts.engine, users.clone(), &par);
+            r.late = opts.late.is_some();
+            PartState {
+                inbox: [BTreeMap::new(), BTreeMap::new()],
+                consumed: [0, 0],
+                need: None,
+                runner: Some(Box::new(r)),
+                done: false,
+            }
+        })
+        .collect();
+    let total_bytes = files[0].size + files[1].size;
+    let shared = Shared {
+        state: Mutex::new(State {
+            parts,
+            files: [FileState::default(), FileState::default()],
+            idle: 0,
+            finished: 0,
+            writer_waiting: false,
+            error: None,
+        }),
+        wake: Condvar::new(),
+        abort: AtomicBool::new(false),
+        backlog: AtomicUsize::new(0),
+        files,
+        partitions,
+        workers,
+    };
+    let bar =
+        (opts.progress && std::io::stderr().is_terminal() && total_bytes > 32 << 20).then(|| {
+            let bar = indicatif::ProgressBar::new(total_bytes);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+    let mut writer = Writer {
+        sh: &shared,
+        observer,
+        rows,
+        late,
+        touches,
+        held: (0..partitions)
+            .map(|_| Held {
+                queue: VecDeque::new(),
+                clock: i64::MIN,
+                summary: None,
+            })
+            .collect(),
+        router: Router::default(),
+        dead,
+        report: std::io::BufWriter::new(std::io::stderr()),
+        names: [display(&opts.clicks), display(&opts.checkouts)],
+    };
+    let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+    let outcome: Result<(), ReplayError> = std::thread::scope(|s| {
+        let mut handles = Vec::with_capacity(workers);
+        let mut spawn_error = None;
+        for id in 0..workers {
+            let tx = tx.clone();
+            let sh = &shared;
+            match std::thread::Builder::new()
+                .name(format!("replay-{id}"))
+                .spawn_scoped(s, move || worker(sh, id, &tx))
+            {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    spawn_error = Some(e);
+                    shared.stop();
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer.run(&rx, bar.as_ref());
+        if written.is_err() {
+            shared.stop();
+        }
+        drop(rx);
+        let mut panicked = false;
+        for h in handles {
+            panicked |= h.join().is_err();
+        }
+        // The first cause: a read error, a worker that could not start, a write error, a panic.
+        if let Some(e) = shared.lock().error.take() {
+            return Err(e.into());
+        }
+        if let Some(e) = spawn_error {
+            return Err(thread_error(&format!("cannot start a replay worker: {e}")).into());
+        }
+        written?;
+        if panicked {
+            return Err(thread_error("a replay worker panicked").into());
+        }
+        Ok(())
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    outcome?;
+    writer.finish()?;
+    let mut summary = Summary::default();
+    for h in &writer.held {
+        let Some(s) = &h.summary else {
+            return Err(thread_error("a partition stopped before the end of its input").into());
+        };
+        summary.events_read += s.events_read;
+        summary.clicks += s.clicks;
+        summary.checkouts += s.checkouts;
+        summary.rows += s.rows;
+        summary.touches += s.touches;
+        summary.attributed += s.attributed;
+        summary.unattributed += s.unattributed;
+        summary.late_clicks += s.late_clicks;
+        summary.late_checkouts += s.late_checkouts;
+        summary.duplicate_clicks += s.duplicate_clicks;
+        summary.duplicate_checkouts += s.duplicate_checkouts;
+        summary.unknown_users += s.unknown_users;
+        summary.peak_live_clicks += s.peak_live_clicks;
+    }
+    summary.bad = writer.router.bad;
+    summary.events_read += summary.bad;
+    summary.elapsed = started.elapsed();
+    let [bad_clicks, bad_checkouts] = writer.router.bad_by_file;
+    let counts = [
+        (summary.clicks + bad_clicks, bad_clicks),
+        (summary.checkouts + bad_checkouts, bad_checkouts),
+    ];
+    Ok((summary, counts))
+}
