@@ -283,6 +283,7 @@ impl Owner {
                 topology,
                 store,
                 legacy_key: (partitions == 1).then(|| self.legacy_key.clone()).flatten(),
+                handover: token > 1,
                 stop: stop.clone(),
                 forced: forced.clone(),
             },

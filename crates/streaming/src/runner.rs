@@ -55,6 +55,10 @@ pub(crate) struct Assignment {
     pub(crate) store: Arc<CheckpointStore>,
     /// The checkpoint's name before checkpoint names existed, when not partitioned.
     pub(crate) legacy_key: Option<String>,
+    /// Another worker held the partition before (its lease token is not the first): its
+    /// messages in flight there come back only when their ack deadline expires, so the
+    /// watermark is held for them even after a clean hand-over.
+    pub(crate) handover: bool,
     /// Graceful stop: stop pulling, flush, checkpoint, ack.
     pub(crate) stop: CancellationToken,
     /// Forced stop: the process's grace period is over, or the lease is lost.
@@ -114,6 +118,12 @@ pub(crate) async fn run_partition(shared: Arc<Shared>, a: Assignment) -> anyhow:
         }
         loaded => loaded?,
     };
+    let mut loaded = loaded;
+    if a.handover && loaded.meta.is_some() {
+        // A clean checkpoint says every message the last owner processed is acknowledged,
+        // not that nothing else was leased to it: those come back after their ack deadline.
+        loaded.durable.clean_shutdown = false;
+    }
     let recovery_hold = Duration::from_secs(
         args.service
             .recovery_hold_secs

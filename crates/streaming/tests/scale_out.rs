@@ -32,7 +32,7 @@ use serde_json::Value;
 
 mod common;
 use common::pubsub_proxy::{self, Proxy};
-use common::{append_sentinel, as_f64, by_checkout, env, Proc, Rows};
+use common::{append_partition_sentinels, as_f64, by_checkout, env, Proc, Rows};
 
 /// One deployment under test: names, the services' addresses.
 struct Deployment {
@@ -46,6 +46,7 @@ struct Deployment {
 /// A worker process and its own way to Pub/Sub.
 struct Worker {
     name: String,
+    metrics_addr: String,
     proc: Proc,
     _proxy: Proxy,
     log: PathBuf,
@@ -70,6 +71,27 @@ impl Worker {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The per-partition state lines of its /metrics (pending checkouts, watermark), for a
+    /// failure's report.
+    fn partition_state(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&self.metrics_addr) else {
+            return format!("{}: no /metrics", self.name);
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| {
+                l.starts_with("firstclick_pending_checkouts{")
+                    || l.starts_with("firstclick_watermark_seconds{")
+            })
+            .map(|l| format!("{}: {l}", self.name))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// SIGTERM, then the exit status within 60 s.
@@ -145,6 +167,7 @@ impl Deployment {
         let proxy = pubsub_proxy::start(&env("PUBSUB_EMULATOR_HOST"));
         let p = self.pubsub();
         let log = self.dir.join(format!("{name}.log"));
+        let metrics_addr = format!("127.0.0.1:{}", common::free_port());
         let file = std::fs::File::create(&log).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_streaming"))
             .arg("run")
@@ -171,7 +194,8 @@ impl Deployment {
             .env("IDLE_TIMEOUT_SECS", "5")
             .env("CHECKPOINT_INTERVAL_SECS", "1")
             .env("STATS_INTERVAL_SECS", "5")
-            .env("METRICS_ADDR", "")
+            .env("METRICS_ADDR", &metrics_addr)
+            .env("OUT_OF_ORDERNESS_SECS", OUT_OF_ORDERNESS_SECS)
             .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
             .env_remove("REDIS_CLUSTER")
             .stdout(Stdio::null())
@@ -180,6 +204,7 @@ impl Deployment {
             .expect("streaming starts");
         Worker {
             name: name.into(),
+            metrics_addr,
             proc: Proc(Some(child)),
             _proxy: proxy,
             log,
@@ -229,14 +254,17 @@ impl Deployment {
             let (_, n) = publish(Generator::new(config), target, |_| {})
                 .await
                 .expect("published");
-            let sentinel = append_sentinel(&files2);
-            Publisher::new(&conn, &p.click_topic)
+            let sentinels = append_partition_sentinels(&files2, p.partitions);
+            let publisher = Publisher::new(&conn, &p.click_topic)
                 .await
-                .expect("publisher")
-                .publish(OutgoingMessage::new(sentinel.into_bytes()))
-                .await
-                .expect("sentinel");
-            n + 1
+                .expect("publisher");
+            for sentinel in &sentinels {
+                publisher
+                    .publish(OutgoingMessage::new(sentinel.clone().into_bytes()))
+                    .await
+                    .expect("sentinel");
+            }
+            n + sentinels.len() as u64
         });
         (files, task)
     }
@@ -254,6 +282,7 @@ impl Deployment {
             .arg(&files.users)
             .arg("--out")
             .arg(&out)
+            .args(["--out-of-orderness-secs", OUT_OF_ORDERNESS_SECS])
             .args(if self.partitions > 1 {
                 vec!["--partitions".to_owned(), self.partitions.to_string()]
             } else {
@@ -273,6 +302,12 @@ impl Deployment {
         by_checkout(&objects)
     }
 }
+
+/// The workers' (and the replay's) out-of-orderness bound. A router that dies holds the
+/// messages it had pulled until their ack deadline (10 s here) expires; they then reach their
+/// partitions that much later than their neighbours, so the bound must cover the producers'
+/// disorder plus that (docs/design.md §7).
+const OUT_OF_ORDERNESS_SECS: &str = "25";
 
 fn gcp() -> GcpArgs {
     GcpArgs {
@@ -337,7 +372,9 @@ fn compare(expected: &Rows, got: &Rows) -> (Vec<String>, Vec<String>, usize) {
     (lost, wrong, extra)
 }
 
-fn data_set(clicks: u64, seed: u64) -> GeneratorConfig {
+/// `clicks` clicks whose event time spans `secs`, the time they are published over: events
+/// arrive at the pace of their event time, as from live producers.
+fn data_set(clicks: u64, seed: u64, secs: f64) -> GeneratorConfig {
     GeneratorConfig {
         clicks: Some(clicks),
         seed,
@@ -348,7 +385,7 @@ fn data_set(clicks: u64, seed: u64) -> GeneratorConfig {
         organic_rate: 0.03,
         unknown_user_rate: 0.03,
         malformed_rate: 0.005,
-        event_rate: 50.0,
+        event_rate: clicks as f64 / secs,
         ..GeneratorConfig::default()
     }
 }
@@ -371,7 +408,7 @@ async fn three_workers_on_a_cluster_survive_a_kill_a_pause_and_a_join() {
     let mut w1 = d.start_worker("w1");
     let mut w2 = d.start_worker("w2");
     let mut w3 = d.start_worker("w3");
-    let (files, publisher) = d.publish_in_background(&conn, data_set(4_000, 21), 45.0);
+    let (files, publisher) = d.publish_in_background(&conn, data_set(4_000, 21, 45.0), 45.0);
 
     // The kill: w1 never comes back.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -389,6 +426,10 @@ async fn three_workers_on_a_cluster_survive_a_kill_a_pause_and_a_join() {
 
     let expected = d.expected(&files);
     let in_view = wait_for_rows(&bq, expected.len(), Duration::from_secs(240)).await;
+    let state: Vec<String> = [&w2, &w3, &w4]
+        .iter()
+        .map(|w| w.partition_state())
+        .collect();
     let mut statuses = Vec::new();
     for w in [&mut w2, &mut w3, &mut w4] {
         statuses.push((w.name.clone(), w.stop().await));
@@ -429,9 +470,14 @@ async fn three_workers_on_a_cluster_survive_a_kill_a_pause_and_a_join() {
     }
     assert!(
         lost.is_empty() && wrong.is_empty() && extra == 0,
-        "{report}; lost {:?}, wrong {:?}",
+        "{report}; lost {:?}, wrong {:?}; first wrong: {}; partitions at the end:\n{}",
         &lost[..lost.len().min(5)],
-        &wrong[..wrong.len().min(5)]
+        &wrong[..wrong.len().min(5)],
+        wrong
+            .first()
+            .map(|k| format!("expected {} got {}", expected[k], got[k]))
+            .unwrap_or_default(),
+        state.join("\n")
     );
     // The paused worker found out and gave up what it had; the joiner got a share.
     assert!(
@@ -453,7 +499,7 @@ async fn with_one_partition_a_second_worker_stands_by() {
     let mut a = d.start_worker("a");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut b = d.start_worker("b");
-    let (files, publisher) = d.publish_in_background(&conn, data_set(1_500, 22), 10.0);
+    let (files, publisher) = d.publish_in_background(&conn, data_set(1_500, 22, 10.0), 10.0);
     publisher.await.expect("publisher task");
     let expected = d.expected(&files);
     let in_view = wait_for_rows(&bq, expected.len(), Duration::from_secs(180)).await;

@@ -127,11 +127,39 @@ pub(crate) fn append_sentinel(files: &DataSetPaths) -> String {
     append_sentinel_click(files, "sentinel", 60)
 }
 
+/// [`append_sentinel`] for each of `partitions` partitions: a partition's watermark moves only
+/// with its own clicks, so each gets its own last click (of an unknown user, chosen so that it
+/// lands in that partition). Returns them, to be published.
+pub(crate) fn append_partition_sentinels(files: &DataSetPaths, partitions: u32) -> Vec<String> {
+    if partitions <= 1 {
+        return vec![append_sentinel(files)];
+    }
+    (0..partitions)
+        .map(|p| {
+            let user = (1..)
+                .map(|u: i64| -u)
+                .find(|u| firstclick_partition::partition_of(*u, partitions) == p)
+                .expect("a user for every partition");
+            append_sentinel_click_of(files, &format!("sentinel-p{p}"), user, 60)
+        })
+        .collect()
+}
+
 /// A sentinel click `click_id`, `after_secs` after the last checkout, appended to the clicks
 /// file and returned (see [`append_sentinel`]).
 pub(crate) fn append_sentinel_click(
     files: &DataSetPaths,
     click_id: &str,
+    after_secs: i64,
+) -> String {
+    append_sentinel_click_of(files, click_id, 0, after_secs)
+}
+
+/// [`append_sentinel_click`] of user `user_id`.
+fn append_sentinel_click_of(
+    files: &DataSetPaths,
+    click_id: &str,
+    user_id: i64,
     after_secs: i64,
 ) -> String {
     let last_checkout = std::fs::read_to_string(&files.checkouts)
@@ -146,7 +174,7 @@ pub(crate) fn append_sentinel_click(
         .max()
         .expect("some checkouts");
     let sentinel = serde_json::json!({
-        "click_id": click_id, "user_id": 0, "product_id": "end-of-test",
+        "click_id": click_id, "user_id": user_id, "product_id": "end-of-test",
         "datetime_occured": last_checkout.offset(after_secs * 1_000_000).to_rfc3339(),
     })
     .to_string();
