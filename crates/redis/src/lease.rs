@@ -256,6 +256,17 @@ impl LeaseStore {
         Ok(())
     }
 
+    /// Deletes the recorded layout (with `streaming state reset`, every worker stopped), so
+    /// that the next worker records its P. Returns whether one was recorded.
+    pub async fn forget_layout(&self) -> Result<bool, RedisError> {
+        let key = keys::layout_key(&self.name);
+        let mut conn = self.conn.clone();
+        let n: u64 = self
+            .bounded(redis::cmd("DEL").arg(&key).query_async(&mut conn))
+            .await?;
+        Ok(n > 0)
+    }
+
     /// Marks this worker alive for another ttl, drops the members whose time passed, and
     /// returns the number of live workers, this one included.
     pub async fn heartbeat(&self) -> Result<usize, RedisError> {

@@ -217,6 +217,8 @@ fn in_runtime(job: impl std::future::Future<Output = anyhow::Result<()>>) -> any
     result
 }
 
+/// `state inspect` and `state reset`: every partition's checkpoint in turn (one when the
+/// deployment is not partitioned); a reset also forgets the recorded partition layout.
 async fn state_command(cmd: args::StateCommand) -> anyhow::Result<()> {
     use anyhow::Context;
     use args::StateCommand;
@@ -224,7 +226,48 @@ async fn state_command(cmd: args::StateCommand) -> anyhow::Result<()> {
         StateCommand::Inspect(a) => &a.run,
         StateCommand::Reset(a) => &a.run,
     };
-    let name = run::checkpoint_name(run);
+    let deployment = run::checkpoint_name(run);
+    let partitions = run.pubsub.partitions.max(1);
+    if let StateCommand::Reset(a) = &cmd {
+        if !a.yes {
+            anyhow::bail!(
+                "`state reset` deletes the checkpoint {deployment} ({partitions} partition(s)) \
+                 on {}; run it again with --yes to confirm (stop every worker first)",
+                run.redis.redacted_url()
+            );
+        }
+    }
+    for p in 0..partitions {
+        let name = firstclick_redis::partition_checkpoint_name(&deployment, p, partitions);
+        if partitions > 1 {
+            println!("== partition {p} of {partitions}");
+        }
+        partition_state_command(&cmd, name).await?;
+    }
+    if let StateCommand::Reset(_) = &cmd {
+        let leases = firstclick_redis::LeaseStore::new(
+            &run.redis,
+            deployment.clone(),
+            partitions,
+            "state-reset",
+            1_000,
+        )
+        .context("bad Redis settings")?;
+        if leases.forget_layout().await? {
+            println!("forgot the recorded partition layout of {deployment}");
+        }
+    }
+    Ok(())
+}
+
+/// One partition's part of [`state_command`], on its checkpoint `name`.
+async fn partition_state_command(cmd: &args::StateCommand, name: String) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use args::StateCommand;
+    let run = match &cmd {
+        StateCommand::Inspect(a) => &a.run,
+        StateCommand::Reset(a) => &a.run,
+    };
     let store = firstclick_redis::CheckpointStore::new(&run.redis, name.clone())
         .context("bad Redis settings")?;
     match cmd {
@@ -274,14 +317,7 @@ async fn state_command(cmd: args::StateCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        StateCommand::Reset(a) => {
-            if !a.yes {
-                anyhow::bail!(
-                    "`state reset` deletes the checkpoint {name} on {}; run it again with \
-                     --yes to confirm (stop the service first)",
-                    store.addr()
-                );
-            }
+        StateCommand::Reset(_) => {
             let deleted = state::reset(&store).await?;
             println!(
                 "deleted checkpoint {name} on {} ({deleted} keys)",

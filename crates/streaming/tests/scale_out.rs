@@ -485,6 +485,28 @@ async fn three_workers_on_a_cluster_survive_a_kill_a_pause_and_a_join() {
         "w2 did not notice it lost its leases"
     );
     assert!(taken(&w4) >= 1, "the joining worker took no partition");
+
+    // `state inspect` shows every partition's checkpoint; `state reset` deletes them all and
+    // forgets the layout.
+    let state = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_streaming"))
+            .arg("state")
+            .args(args)
+            .env("REDIS_URL", &d.redis_url)
+            .env("PARTITIONS", "8")
+            .env("CHECKPOINT_KEY", format!("firstclick:scale:{}", d.suffix))
+            .env("PROJECT_ID", "test-project")
+            .output()
+            .expect("streaming state");
+        assert!(o.status.success(), "state {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let inspected = state(&["inspect"]);
+    assert_eq!(inspected.matches("== partition").count(), 8, "{inspected}");
+    assert_eq!(inspected.matches("clean shutdown    true").count(), 8, "{inspected}");
+    let reset = state(&["reset", "--yes"]);
+    assert!(reset.contains("forgot the recorded partition layout"), "{reset}");
+    assert!(state(&["inspect"]).matches("no checkpoint named").count() == 8);
     assert!(
         taken(&w1) + taken(&w2) + taken(&w3) + taken(&w4) > 8,
         "no partition was taken over"
