@@ -6,6 +6,12 @@
 //!
 //! Bytes per live click are measured with a counting allocator: everything the click store
 //! allocates (table, lists, id text) divided by the clicks it holds.
+//!
+//! Last, the whole file replay (`firstclick_replay::replay`, files in a temporary directory,
+//! rows to a file) for P = 1 and P = 8 partitions on 1 and 2 threads, and the single-engine
+//! replay, each with its output compared to the one-thread run of the same P. These use the
+//! bench's counting allocator (the system one), not the `streaming` binary's mimalloc: compare
+//! them with each other; BENCHMARKS.md times the binary.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -17,6 +23,7 @@ use firstclick_engine::{Engine, EngineConfig};
 use firstclick_model::{parse_checkout, parse_click, Checkout, Click, EventKind};
 use firstclick_replay::CountingSink;
 use firstclick_replay::Pipeline;
+use firstclick_replay::{replay, Parallelism, ReplayOptions};
 
 struct Counting;
 
@@ -53,7 +60,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
-    let generator = Generator::new(GeneratorConfig {
+    let config = GeneratorConfig {
         clicks: Some(clicks),
         users: 10_000,
         disorder_secs: 10.0,
@@ -61,7 +68,8 @@ fn main() {
         organic_rate: 0.02,
         unknown_user_rate: 0.01,
         ..GeneratorConfig::default()
-    });
+    };
+    let generator = Generator::new(config.clone());
     let users: HashMap<i64, String> = generator
         .users()
         .iter()
@@ -262,4 +270,97 @@ fn main() {
         peak_per_click,
         engine.click_state_bytes() as f64 / live as f64
     );
+
+    file_replays(config);
+}
+
+/// The file replay, single-engine and partitioned, best of three runs each.
+fn file_replays(config: GeneratorConfig) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = firstclick_datagen::DataSetPaths::in_dir(dir.path());
+    firstclick_datagen::write_data_set(Generator::new(config), &paths, |_| {})
+        .expect("data set written");
+    let bytes = std::fs::metadata(&paths.clicks).map_or(0, |m| m.len())
+        + std::fs::metadata(&paths.checkouts).map_or(0, |m| m.len());
+    let fixed = Some(firstclick_model::EventTime::from_micros(
+        1_800_000_000_000_000,
+    ));
+    let cases = [
+        ("single engine (today's replay)", Parallelism::default()),
+        (
+            "P = 1, 1 thread",
+            Parallelism {
+                partitions: 1,
+                threads: 1,
+                processed_at: fixed,
+            },
+        ),
+        (
+            "P = 1, 2 threads",
+            Parallelism {
+                partitions: 1,
+                threads: 2,
+                processed_at: fixed,
+            },
+        ),
+        (
+            "P = 8, 1 thread",
+            Parallelism {
+                partitions: 8,
+                threads: 1,
+                processed_at: fixed,
+            },
+        ),
+        (
+            "P = 8, 2 threads",
+            Parallelism {
+                partitions: 8,
+                threads: 2,
+                processed_at: fixed,
+            },
+        ),
+    ];
+    let mut first_of: HashMap<u32, Vec<u8>> = HashMap::new();
+    for (name, parallelism) in cases {
+        let out = dir.path().join("rows.ndjson");
+        let mut best = f64::MAX;
+        let mut events = 0;
+        for _ in 0..3 {
+            let opts = ReplayOptions {
+                clicks: paths.clicks.clone(),
+                checkouts: paths.checkouts.clone(),
+                users: Some(paths.users.clone()),
+                out: out.clone(),
+                late: None,
+                touches: None,
+                dead_letter: None,
+                engine: EngineConfig::default(),
+                progress: false,
+                max_bad_share: firstclick_replay::DEFAULT_MAX_BAD_SHARE,
+                parallelism,
+            };
+            let start = Instant::now();
+            let summary = replay(&opts).expect("replay");
+            best = best.min(start.elapsed().as_secs_f64());
+            events = summary.events_read;
+        }
+        let same = if parallelism.processed_at.is_some() {
+            let rows = std::fs::read(&out).expect("rows");
+            let first = first_of
+                .entry(parallelism.partitions)
+                .or_insert_with(|| rows.clone());
+            if *first == rows {
+                "same rows as 1 thread"
+            } else {
+                "ROWS DIFFER FROM 1 THREAD"
+            }
+        } else {
+            ""
+        };
+        println!(
+            "file replay, {name:<31} {best:>6.3} s  {:>10.0} events/s  ({:.0} MB/s) {same}",
+            events as f64 / best,
+            bytes as f64 / best / 1e6
+        );
+    }
 }

@@ -34,6 +34,8 @@ pub(crate) struct ChunkedFile {
     pub(crate) size: u64,
     /// Bytes read so far (for progress).
     pub(crate) bytes_read: AtomicU64,
+    /// Bytes per chunk ([`CHUNK`] but in tests).
+    chunk: usize,
     cursor: Mutex<Cursor>,
 }
 
@@ -47,8 +49,8 @@ struct Cursor {
 }
 
 impl ChunkedFile {
-    /// Opens `path` as `kind` messages.
-    pub(crate) fn open(path: &Path, kind: EventKind) -> Result<Self, SourceError> {
+    /// Opens `path` as `kind` messages, to be read in chunks of about `chunk` bytes.
+    pub(crate) fn open(path: &Path, kind: EventKind, chunk: usize) -> Result<Self, SourceError> {
         let err = |e| source_error(path, e);
         let file = File::open(path).map_err(err)?;
         let meta = file.metadata().map_err(err)?;
@@ -63,6 +65,7 @@ impl ChunkedFile {
             path: path.to_path_buf(),
             size,
             bytes_read: AtomicU64::new(0),
+            chunk: chunk.max(1),
             cursor: Mutex::new(Cursor {
                 file,
                 carry: Vec::new(),
@@ -87,7 +90,7 @@ impl ChunkedFile {
         let mut searched = 0;
         loop {
             let start = buf.len();
-            buf.resize(start + CHUNK, 0);
+            buf.resize(start + self.chunk, 0);
             let mut filled = start;
             while filled < buf.len() {
                 match c.file.read(&mut buf[filled..]) {
@@ -100,7 +103,7 @@ impl ChunkedFile {
             buf.truncate(filled);
             self.bytes_read
                 .fetch_add((filled - start) as u64, Ordering::Relaxed);
-            if filled < start + CHUNK {
+            if filled < start + self.chunk {
                 // End of file: the rest is the last chunk (a last line may lack its newline).
                 c.eof = true;
                 if buf.is_empty() {
@@ -154,19 +157,19 @@ pub(crate) struct ParsedChunk {
     pub(crate) bad: Vec<Item>,
 }
 
-/// Parses `bytes` (whole lines) as `kind` messages for `partitions` partitions.
+/// Parses `bytes` (whole lines) as `kind` messages for `partitions` partitions, into vectors
+/// from `vec` (given a capacity to start with).
 pub(crate) fn parse_chunk(
     kind: EventKind,
     index: usize,
     bytes: &[u8],
     partitions: u32,
+    mut vec: impl FnMut(usize) -> Vec<Item>,
 ) -> ParsedChunk {
     // About 440 bytes a line in the generator's files; the guess only sizes the vectors.
     let guess = bytes.len() / 400 + 16;
     let per_part = guess / partitions as usize + 16;
-    let mut parts: Vec<Vec<Item>> = (0..partitions)
-        .map(|_| Vec::with_capacity(per_part))
-        .collect();
+    let mut parts: Vec<Vec<Item>> = (0..partitions).map(|_| vec(per_part)).collect();
     let mut order = Vec::with_capacity(guess);
     let mut bad = Vec::new();
     let mut line_no: u64 = 0;
@@ -228,7 +231,7 @@ mod tests {
         want.extend_from_slice(b"last line without newline");
         f.write_all(&want).expect("written");
         drop(f);
-        let file = ChunkedFile::open(&path, EventKind::Click).expect("opened");
+        let file = ChunkedFile::open(&path, EventKind::Click, CHUNK).expect("opened");
         let mut got = Vec::new();
         let mut buf = Vec::new();
         let mut n = 0;

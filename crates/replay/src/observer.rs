@@ -13,6 +13,11 @@ pub trait RowObserver {
     fn observe_row(&mut self, row: &AttributedRow);
     /// One touch row of a multi-touch model (also when the touches are not written anywhere).
     fn observe_touch(&mut self, touch: &TouchRow);
+    /// Whether it looks at anything: the partitioned replay keeps the rows it has already
+    /// serialized only for an observer that does.
+    fn wants_rows(&self) -> bool {
+        true
+    }
 }
 
 /// The observer that does nothing (the default).
@@ -22,6 +27,9 @@ pub struct NoObserver;
 impl RowObserver for NoObserver {
     fn observe_row(&mut self, _: &AttributedRow) {}
     fn observe_touch(&mut self, _: &TouchRow) {}
+    fn wants_rows(&self) -> bool {
+        false
+    }
 }
 
 impl<T: RowObserver + ?Sized> RowObserver for &mut T {
@@ -30,6 +38,9 @@ impl<T: RowObserver + ?Sized> RowObserver for &mut T {
     }
     fn observe_touch(&mut self, touch: &TouchRow) {
         (**self).observe_touch(touch);
+    }
+    fn wants_rows(&self) -> bool {
+        (**self).wants_rows()
     }
 }
 

@@ -40,6 +40,8 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+#[cfg(test)]
+use std::time::Duration;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -49,9 +51,7 @@ use firstclick_model::{AttributedRow, EventKind, EventTime, TouchRow};
 use crate::chunked::{parse_chunk, source_error, ChunkedFile, Next, ParsedChunk, BAD};
 use crate::observer::RowObserver;
 use crate::replay::{ReplayError, ReplayOptions};
-use crate::sink::{
-    BackgroundWriter, DeadLetterRecord, FileSinkError, LateClickRecord, NdjsonWriter, RowSink,
-};
+use crate::sink::{DeadLetterRecord, FileSinkError, LateClickRecord, NdjsonWriter};
 use crate::source::{Item, SourceError};
 use crate::staged::StagedOutputs;
 use crate::summary::Summary;
@@ -59,6 +59,13 @@ use crate::users::{load_users, UserNames};
 
 /// Chunks of a file parsed ahead of the partition that has consumed the fewest.
 pub(crate) const WINDOW: usize = 6;
+
+/// Chunk size and window ([`CHUNK`](crate::chunked::CHUNK) and [`WINDOW`] but in tests).
+#[derive(Clone, Copy, Debug)]
+struct Tuning {
+    chunk: usize,
+    window: usize,
+}
 /// Outputs sent to the writer and not yet written above which no more chunks are parsed.
 pub(crate) const BACKLOG: usize = 1 << 16;
 
@@ -99,11 +106,74 @@ impl Parallelism {
     }
 }
 
-/// One output of a partition.
-enum Output {
+/// Which file an output line goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Row,
+    Touch,
+    Late,
+}
+
+/// One output of a partition: its clock, its file, and where its line (serialized on the
+/// partition's worker) ends in [`Out::bytes`].
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    clock: i64,
+    kind: Kind,
+    end: usize,
+}
+
+/// A row or touch kept for an observer, in the order of its entry.
+enum Seen {
     Row(AttributedRow),
     Touch(TouchRow),
-    Late(LateClickRecord<'static>),
+}
+
+/// Outputs of a partition, serialized: the writer only copies the bytes.
+#[derive(Default)]
+struct Out {
+    entries: Vec<Entry>,
+    bytes: Vec<u8>,
+    seen: Vec<Seen>,
+}
+
+/// Buffers handed back for reuse, so the steady state allocates no fresh memory for them.
+#[derive(Default)]
+struct Pool {
+    items: Mutex<Vec<Vec<Item>>>,
+    bytes: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Pool {
+    const KEEP: usize = 256;
+
+    fn items(&self, capacity: usize) -> Vec<Item> {
+        let v = self.items.lock().ok().and_then(|mut p| p.pop());
+        v.unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    fn give_items(&self, mut v: Vec<Item>) {
+        v.clear();
+        if let Ok(mut p) = self.items.lock() {
+            if p.len() < Self::KEEP {
+                p.push(v);
+            }
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let v = self.bytes.lock().ok().and_then(|mut p| p.pop());
+        v.unwrap_or_default()
+    }
+
+    fn give_bytes(&self, mut v: Vec<u8>) {
+        v.clear();
+        if let Ok(mut p) = self.bytes.lock() {
+            if p.len() < Self::KEEP {
+                p.push(v);
+            }
+        }
+    }
 }
 
 /// What workers send the writer.
@@ -120,7 +190,7 @@ enum Msg {
 /// clock of at least `clock`.
 struct Batch {
     part: usize,
-    outputs: Vec<(i64, Output)>,
+    out: Out,
     clock: i64,
     done: Option<Box<Summary>>,
 }
@@ -138,25 +208,31 @@ struct Runner {
     part: usize,
     engine: Engine,
     users: Arc<UserNames>,
+    /// Late clicks are written.
     late: bool,
+    /// Touches are written.
+    touches: bool,
+    /// The observer wants the rows and touches.
+    observe: bool,
     processed_at: Option<EventTime>,
     finals: Vec<FinalCheckout>,
     sides: [Side; 2],
     clock: i64,
-    outputs: Vec<(i64, Output)>,
+    out: Out,
+    pool: Arc<Pool>,
     summary: Summary,
 }
 
+/// One input of a partition: the rest of its current chunk (the next event at the front).
 #[derive(Default)]
 struct Side {
-    batch: std::vec::IntoIter<Item>,
-    head: Option<Item>,
+    batch: VecDeque<Item>,
     done: bool,
 }
 
 impl Side {
     fn time(&self) -> Option<i64> {
-        match &self.head {
+        match self.batch.front() {
             Some(Item::Click(c)) => Some(c.time.as_micros()),
             Some(Item::Checkout(c)) => Some(c.time.as_micros()),
             _ => None,
@@ -173,17 +249,20 @@ enum Step {
 }
 
 impl Runner {
-    fn new(part: usize, config: EngineConfig, users: Arc<UserNames>, par: &Parallelism) -> Self {
+    fn new(part: usize, config: EngineConfig, users: Arc<UserNames>, pool: Arc<Pool>) -> Self {
         Runner {
             part,
             engine: Engine::new(config),
             users,
             late: false,
-            processed_at: par.processed_at,
+            touches: false,
+            observe: false,
+            processed_at: None,
             finals: Vec::with_capacity(256),
             sides: [Side::default(), Side::default()],
             clock: i64::MIN,
-            outputs: Vec::new(),
+            out: Out::default(),
+            pool,
             summary: Summary::default(),
         }
     }
@@ -191,25 +270,22 @@ impl Runner {
     /// Feeds events until a side needs its next chunk or everything is done.
     fn advance(&mut self) -> Step {
         loop {
-            for (f, side) in self.sides.iter_mut().enumerate() {
-                if side.head.is_none() && !side.done {
-                    match side.batch.next() {
-                        Some(item) => side.head = Some(item),
-                        None => return Step::Need(f),
-                    }
+            for (f, side) in self.sides.iter().enumerate() {
+                if side.batch.is_empty() && !side.done {
+                    return Step::Need(f);
                 }
             }
-            let take_click = match (&self.sides[CLICKS].head, &self.sides[CHECKOUTS].head) {
+            let take_click = match (self.sides[CLICKS].time(), self.sides[CHECKOUTS].time()) {
                 (None, None) => {
                     self.finish();
                     return Step::Finished;
                 }
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
-                (Some(_), Some(_)) => self.sides[CLICKS].time() <= self.sides[CHECKOUTS].time(),
+                (Some(click), Some(checkout)) => click <= checkout,
             };
             let side = if take_click { CLICKS } else { CHECKOUTS };
-            match self.sides[side].head.take() {
+            match self.sides[side].batch.pop_front() {
                 Some(Item::Click(c)) => self.click(c),
                 Some(Item::Checkout(c)) => self.checkout(c),
                 _ => {}
@@ -219,7 +295,8 @@ impl Runner {
 
     /// The next chunk of input `f`.
     fn feed(&mut self, f: usize, events: Vec<Item>) {
-        self.sides[f].batch = events.into_iter();
+        let spent = std::mem::replace(&mut self.sides[f].batch, events.into());
+        self.pool.give_items(spent.into());
     }
 
     /// Input `f` has no more chunks.
@@ -236,10 +313,15 @@ impl Runner {
         let copy = maybe_late.then(|| click.clone());
         let outcome = self.engine.on_click(click);
         if let (ClickOutcome::Late { stored }, Some(c)) = (outcome, copy) {
-            self.outputs.push((
-                self.clock,
-                Output::Late(LateClickRecord::new(&c, watermark, stored)),
-            ));
+            let record = LateClickRecord::new(&c, watermark, stored);
+            let start = self.out.bytes.len();
+            // Strings only: serializing into memory cannot fail; should it, the line is left
+            // out rather than half written.
+            if serde_json::to_writer(&mut self.out.bytes, &record).is_ok() {
+                self.push(Kind::Late);
+            } else {
+                self.out.bytes.truncate(start);
+            }
         }
         let live = self.engine.live_clicks() as u64;
         if live > self.summary.peak_live_clicks {
@@ -265,7 +347,8 @@ impl Runner {
         let now = self
             .processed_at
             .unwrap_or_else(firstclick_model::time::wall_clock);
-        for f in self.finals.drain(..) {
+        let mut finals = std::mem::take(&mut self.finals);
+        for f in finals.drain(..) {
             let name = self.users.get(&f.checkout.user_id).cloned();
             if name.is_none() {
                 self.summary.unknown_users += 1;
@@ -273,12 +356,41 @@ impl Runner {
             let (rows, touches) = f.into_rows(name, now);
             self.summary.rows += rows.len() as u64;
             self.summary.touches += touches.len() as u64;
-            let clock = self.clock;
-            self.outputs
-                .extend(rows.into_iter().map(|r| (clock, Output::Row(r))));
-            self.outputs
-                .extend(touches.into_iter().map(|t| (clock, Output::Touch(t))));
+            for row in rows {
+                row.write_json(&mut self.out.bytes);
+                self.push(Kind::Row);
+                if self.observe {
+                    self.out.seen.push(Seen::Row(row));
+                }
+            }
+            if self.touches || self.observe {
+                for t in touches {
+                    if self.touches {
+                        t.write_json(&mut self.out.bytes);
+                        self.out.bytes.push(b'\n');
+                    }
+                    self.out.entries.push(Entry {
+                        clock: self.clock,
+                        kind: Kind::Touch,
+                        end: self.out.bytes.len(),
+                    });
+                    if self.observe {
+                        self.out.seen.push(Seen::Touch(t));
+                    }
+                }
+            }
         }
+        self.finals = finals;
+    }
+
+    /// Ends the line just serialized as an output of `kind`.
+    fn push(&mut self, kind: Kind) {
+        self.out.bytes.push(b'\n');
+        self.out.entries.push(Entry {
+            clock: self.clock,
+            kind,
+            end: self.out.bytes.len(),
+        });
     }
 
     /// The end of both inputs: everything pending is flushed (with the clock +∞).
@@ -299,9 +411,14 @@ impl Runner {
     }
 
     fn batch(&mut self, done: bool) -> Batch {
+        let fresh = Out {
+            entries: Vec::new(),
+            bytes: self.pool.bytes(),
+            seen: Vec::new(),
+        };
         Batch {
             part: self.part,
-            outputs: std::mem::take(&mut self.outputs),
+            out: std::mem::replace(&mut self.out, fresh),
             clock: self.clock,
             done: done.then(|| Box::new(self.summary.clone())),
         }
@@ -367,6 +484,8 @@ struct Shared {
     files: [ChunkedFile; 2],
     partitions: usize,
     workers: usize,
+    window: usize,
+    pool: Arc<Pool>,
 }
 
 /// What a worker does next.
@@ -428,7 +547,7 @@ impl Shared {
             let wanted = live
                 .clone()
                 .any(|p| p.need == Some(f) && p.consumed[f] >= fs.issued);
-            if !force && fs.issued >= low + WINDOW {
+            if !force && fs.issued >= low + self.window {
                 continue;
             }
             if force && !wanted {
@@ -468,7 +587,7 @@ impl Drop for AbortOnPanic<'_> {
 
 fn worker(sh: &Shared, id: usize, tx: &Sender<Msg>) {
     let _guard = AbortOnPanic(sh);
-    let mut buf = Vec::with_capacity(crate::chunked::CHUNK + (64 << 10));
+    let mut buf = Vec::new();
     let mut st = sh.lock();
     loop {
         let task = match sh.next_task(&mut st, id) {
@@ -542,10 +661,11 @@ fn run_partition<'a>(
     loop {
         let step = runner.advance();
         let finished = matches!(step, Step::Finished);
-        if finished || !runner.outputs.is_empty() || runner.clock != sent_clock {
+        if finished || !runner.out.entries.is_empty() || runner.clock != sent_clock {
             let batch = runner.batch(finished);
             sent_clock = batch.clock;
-            sh.backlog.fetch_add(batch.outputs.len(), Ordering::SeqCst);
+            sh.backlog
+                .fetch_add(batch.out.entries.len(), Ordering::SeqCst);
             // A closed channel means the writer stopped; `abort` says so.
             let _ = tx.send(Msg::Part(batch));
         }
@@ -601,7 +721,9 @@ fn read_chunk(
                 parts,
                 order,
                 bad,
-            } = parse_chunk(file.kind, index, buf, sh.partitions as u32);
+            } = parse_chunk(file.kind, index, buf, sh.partitions as u32, |n| {
+                sh.pool.items(n)
+            });
             let _ = tx.send(Msg::Chunk {
                 file: f,
                 chunk: RouterChunk {
@@ -616,9 +738,18 @@ fn read_chunk(
     }
 }
 
+/// A batch the writer has not written to its end: from entry `next`, whose line starts at
+/// byte `start`.
+struct Part {
+    out: Out,
+    next: usize,
+    start: usize,
+    seen: std::vec::IntoIter<Seen>,
+}
+
 /// What the writer holds of one partition.
 struct Held {
-    queue: VecDeque<(i64, Output)>,
+    queue: VecDeque<Part>,
     /// Outputs still to come have at least this clock.
     clock: i64,
     summary: Option<Summary>,
@@ -629,7 +760,7 @@ struct Held {
 struct Writer<'a, O: RowObserver> {
     sh: &'a Shared,
     observer: O,
-    rows: BackgroundWriter,
+    rows: NdjsonWriter,
     late: Option<NdjsonWriter>,
     touches: Option<NdjsonWriter>,
     held: Vec<Held>,
@@ -657,9 +788,19 @@ impl<O: RowObserver> Writer<'_, O> {
                 }
             };
             match msg {
-                Msg::Part(b) => {
+                Msg::Part(mut b) => {
                     let h = &mut self.held[b.part];
-                    h.queue.extend(b.outputs);
+                    if b.out.entries.is_empty() {
+                        self.sh.pool.give_bytes(std::mem::take(&mut b.out.bytes));
+                    } else {
+                        let seen = std::mem::take(&mut b.out.seen).into_iter();
+                        h.queue.push_back(Part {
+                            out: b.out,
+                            next: 0,
+                            start: 0,
+                            seen,
+                        });
+                    }
                     h.clock = b.clock;
                     if let Some(s) = b.done {
                         h.summary = Some(*s);
@@ -704,48 +845,53 @@ impl<O: RowObserver> Writer<'_, O> {
             let mut best: Option<(i64, usize)> = None;
             let mut limit: Option<(i64, usize)> = None;
             for (p, h) in self.held.iter().enumerate() {
-                match h.queue.front() {
-                    Some(&(c, _)) => {
-                        if best.is_none_or(|b| (c, p) < b) {
-                            best = Some((c, p));
-                        }
+                // A queued part always has an entry left (written-out parts are dropped).
+                let front = h.queue.front().and_then(|q| q.out.entries.get(q.next));
+                if let Some(e) = front {
+                    if best.is_none_or(|b| (e.clock, p) < b) {
+                        best = Some((e.clock, p));
                     }
-                    None if h.summary.is_none() => {
-                        if limit.is_none_or(|l| (h.clock, p) < l) {
-                            limit = Some((h.clock, p));
-                        }
-                    }
-                    None => {}
+                } else if h.summary.is_none() && limit.is_none_or(|l| (h.clock, p) < l) {
+                    limit = Some((h.clock, p));
                 }
             }
             let Some((clock, p)) = best else { break };
             if limit.is_some_and(|l| l < (clock, p)) {
                 break;
             }
-            while let Some((c, _)) = self.held[p].queue.front() {
-                if *c != clock {
+            while let Some(part) = self.held[p].queue.front_mut() {
+                while let Some(&e) = part.out.entries.get(part.next) {
+                    if e.clock != clock {
+                        break;
+                    }
+                    let line = &part.out.bytes[part.start..e.end];
+                    part.start = e.end;
+                    part.next += 1;
+                    written += 1;
+                    let file = match e.kind {
+                        Kind::Row => {
+                            if let Some(Seen::Row(r)) = part.seen.next() {
+                                self.observer.observe_row(&r);
+                            }
+                            Some(&mut self.rows)
+                        }
+                        Kind::Touch => {
+                            if let Some(Seen::Touch(t)) = part.seen.next() {
+                                self.observer.observe_touch(&t);
+                            }
+                            self.touches.as_mut()
+                        }
+                        Kind::Late => self.late.as_mut(),
+                    };
+                    if let (Some(w), false) = (file, line.is_empty()) {
+                        w.write_lines(line)?;
+                    }
+                }
+                if part.next < part.out.entries.len() {
                     break;
                 }
-                let Some((_, out)) = self.held[p].queue.pop_front() else {
-                    break;
-                };
-                written += 1;
-                match out {
-                    Output::Row(row) => {
-                        self.observer.observe_row(&row);
-                        self.rows.write_row(row)?;
-                    }
-                    Output::Touch(t) => {
-                        self.observer.observe_touch(&t);
-                        if let Some(w) = self.touches.as_mut() {
-                            w.write_touch(&t)?;
-                        }
-                    }
-                    Output::Late(l) => {
-                        if let Some(w) = self.late.as_mut() {
-                            w.write(&l)?;
-                        }
-                    }
+                if let Some(done) = self.held[p].queue.pop_front() {
+                    self.sh.pool.give_bytes(done.out.bytes);
                 }
             }
         }
@@ -822,10 +968,14 @@ impl<O: RowObserver> Writer<'_, O> {
         self.write_ready()?;
         self.route()?;
         let _ = self.report.flush();
-        self.rows.flush()?;
-        for w in [&mut self.late, &mut self.touches, &mut self.dead]
-            .into_iter()
-            .flatten()
+        for w in [
+            Some(&mut self.rows),
+            self.late.as_mut(),
+            self.touches.as_mut(),
+            self.dead.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
             w.flush()?;
         }
@@ -937,6 +1087,19 @@ pub(crate) fn replay_partitioned<O: RowObserver>(
     observer: O,
     outputs: &mut StagedOutputs,
 ) -> Result<(Summary, [(u64, u64); 2]), ReplayError> {
+    let tuning = Tuning {
+        chunk: crate::chunked::CHUNK,
+        window: WINDOW,
+    };
+    replay_tuned(opts, observer, outputs, tuning)
+}
+
+fn replay_tuned<O: RowObserver>(
+    opts: &ReplayOptions,
+    observer: O,
+    outputs: &mut StagedOutputs,
+    tuning: Tuning,
+) -> Result<(Summary, [(u64, u64); 2]), ReplayError> {
     let par = opts.parallelism;
     let users: UserNames = match &opts.users {
         Some(p) => load_users(p)?,
@@ -945,21 +1108,25 @@ pub(crate) fn replay_partitioned<O: RowObserver>(
     let started = Instant::now();
     let users = Arc::new(users);
     let files = [
-        ChunkedFile::open(&opts.clicks, EventKind::Click)?,
-        ChunkedFile::open(&opts.checkouts, EventKind::Checkout)?,
+        ChunkedFile::open(&opts.clicks, EventKind::Click, tuning.chunk)?,
+        ChunkedFile::open(&opts.checkouts, EventKind::Checkout, tuning.chunk)?,
     ];
-    let rows = BackgroundWriter::spawn(outputs.create(&opts.out)?)?;
+    let rows = outputs.create(&opts.out)?;
     let mut create =
         |p: &Option<std::path::PathBuf>| p.as_deref().map(|p| outputs.create(p)).transpose();
     let late = create(&opts.late)?;
     let touches = create(&opts.touches)?;
     let dead = create(&opts.dead_letter)?;
     let partitions = par.partitions.max(1) as usize;
+    let pool = Arc::new(Pool::default());
     let workers = par.threads.max(1);
     let parts = (0..partitions)
         .map(|p| {
-            let mut r = Runner::new(p, opts.engine, users.clone(), &par);
+            let mut r = Runner::new(p, opts.engine, users.clone(), pool.clone());
             r.late = opts.late.is_some();
+            r.touches = opts.touches.is_some();
+            r.observe = observer.wants_rows();
+            r.processed_at = par.processed_at;
             PartState {
                 inbox: [BTreeMap::new(), BTreeMap::new()],
                 consumed: [0, 0],
@@ -985,6 +1152,8 @@ pub(crate) fn replay_partitioned<O: RowObserver>(
         files,
         partitions,
         workers,
+        window: tuning.window.max(1),
+        pool,
     };
     let bar =
         (opts.progress && std::io::stderr().is_terminal() && total_bytes > 32 << 20).then(|| {
@@ -1090,4 +1259,199 @@ pub(crate) fn replay_partitioned<O: RowObserver>(
         (summary.checkouts + bad_checkouts, bad_checkouts),
     ];
     Ok((summary, counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observer::RowObserver;
+    use std::fmt::Write as _;
+
+    fn time(secs: i64) -> String {
+        EventTime::from_micros((1_767_225_600 + secs) * 1_000_000).to_rfc3339()
+    }
+
+    fn options(dir: &Path, name: &str, partitions: u32, threads: usize) -> ReplayOptions {
+        let out = |f: &str| dir.join(format!("{name}-{f}.ndjson"));
+        ReplayOptions {
+            clicks: dir.join("clicks.ndjson"),
+            checkouts: dir.join("checkouts.ndjson"),
+            users: None,
+            out: out("rows"),
+            late: Some(out("late")),
+            touches: Some(out("touches")),
+            dead_letter: Some(out("dead")),
+            engine: EngineConfig::default(),
+            progress: false,
+            max_bad_share: 1.0,
+            parallelism: Parallelism {
+                partitions,
+                threads,
+                processed_at: Some(EventTime::from_micros(0)),
+            },
+        }
+    }
+
+    fn outputs(opts: &ReplayOptions) -> Vec<Vec<u8>> {
+        [
+            &opts.out,
+            opts.late.as_ref().expect("late"),
+            opts.touches.as_ref().expect("touches"),
+            opts.dead_letter.as_ref().expect("dead"),
+        ]
+        .iter()
+        .map(|p| std::fs::read(p).expect("output"))
+        .collect()
+    }
+
+    /// Two users in different partitions whose events sit in opposite halves of the two
+    /// files: each partition needs chunks of one file far ahead of where the other partition
+    /// holds the window, so with a small window every worker would wait on the other. The
+    /// replay still ends, with the outputs of a window as large as the files, which in turn
+    /// shows that the outputs do not depend on the chunking.
+    #[test]
+    fn inputs_far_apart_in_time_neither_stall_nor_change_the_outputs() {
+        let (a, b) = (
+            1,
+            (2..)
+                .find(|u| {
+                    firstclick_partition::partition_of(*u, 2)
+                        != firstclick_partition::partition_of(1, 2)
+                })
+                .unwrap_or(2),
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut clicks, mut checkouts) = (String::new(), String::new());
+        let click = |s: &mut String, user: i64, i: i64, t: i64| {
+            let _ = writeln!(
+                s,
+                r#"{{"click_id":"c{user}-{i}","user_id":{user},"product_id":"p{}","datetime_occured":"{}"}}"#,
+                i % 7,
+                time(t)
+            );
+        };
+        for i in 0..2_000 {
+            click(&mut clicks, a, i, 10_000 + i);
+        }
+        clicks.push_str("not json\n");
+        for i in 0..2_000 {
+            click(&mut clicks, b, i, i);
+        }
+        let checkout = |s: &mut String, user: i64, i: i64, t: i64| {
+            let _ = writeln!(
+                s,
+                r#"{{"checkout_id":"k{user}-{i}","user_id":{user},"product_id":"p{}","total_amount":12.5,"datetime_occured":"{}"}}"#,
+                i % 7,
+                time(t)
+            );
+        };
+        for i in 0..1_000 {
+            checkout(&mut checkouts, b, i, 2 * i + 1);
+        }
+        checkouts.push_str("{\"checkout_id\": 3}\n");
+        for i in 0..1_000 {
+            checkout(&mut checkouts, a, i, 10_000 + 2 * i + 1);
+        }
+        std::fs::write(dir.path().join("clicks.ndjson"), clicks).expect("clicks");
+        std::fs::write(dir.path().join("checkouts.ndjson"), checkouts).expect("checkouts");
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let run = |name: &str, tuning: Tuning| {
+                let opts = options(&path, name, 2, 2);
+                let mut staged = StagedOutputs::new();
+                let (summary, _) =
+                    replay_tuned(&opts, crate::NoObserver, &mut staged, tuning).expect("replay");
+                staged.commit().expect("outputs in place");
+                (summary, outputs(&opts))
+            };
+            let small = run(
+                "small",
+                Tuning {
+                    chunk: 2048,
+                    window: 2,
+                },
+            );
+            let whole = run(
+                "whole",
+                Tuning {
+                    chunk: 1 << 24,
+                    window: 64,
+                },
+            );
+            let _ = tx.send((small, whole));
+        });
+        let ((small, small_out), (whole, whole_out)) = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the replay with a small window stalled");
+        assert_eq!(small.rows, 2_000);
+        assert_eq!(small.bad, 2);
+        assert!(small.attributed > 1_000, "{small:?}");
+        assert_eq!(small_out, whole_out);
+        assert_eq!(
+            Summary {
+                elapsed: Duration::ZERO,
+                ..small
+            },
+            Summary {
+                elapsed: Duration::ZERO,
+                ..whole
+            }
+        );
+    }
+
+    #[derive(Default)]
+    struct Count {
+        rows: u64,
+        touches: u64,
+    }
+
+    impl RowObserver for Count {
+        fn observe_row(&mut self, _: &AttributedRow) {
+            self.rows += 1;
+        }
+        fn observe_touch(&mut self, _: &TouchRow) {
+            self.touches += 1;
+        }
+    }
+
+    /// An observer sees every row and touch of every partition.
+    #[test]
+    fn the_observer_sees_every_row_and_touch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut clicks = String::new();
+        let mut checkouts = String::new();
+        for i in 0..3_000i64 {
+            let user = i % 13;
+            let _ = writeln!(
+                clicks,
+                r#"{{"click_id":"c{i}","user_id":{user},"product_id":"p{}","datetime_occured":"{}"}}"#,
+                i % 5,
+                time(i)
+            );
+            if i % 3 == 0 {
+                let _ = writeln!(
+                    checkouts,
+                    r#"{{"checkout_id":"k{i}","user_id":{user},"product_id":"p{}","total_amount":3,"datetime_occured":"{}"}}"#,
+                    (i + 1) % 5,
+                    time(i + 30)
+                );
+            }
+        }
+        std::fs::write(dir.path().join("clicks.ndjson"), clicks).expect("clicks");
+        std::fs::write(dir.path().join("checkouts.ndjson"), checkouts).expect("checkouts");
+        let mut opts = options(dir.path(), "o", 4, 2);
+        opts.engine.models = firstclick_model::ModelSet::of(&[
+            firstclick_model::AttributionModel::FirstClick,
+            firstclick_model::AttributionModel::Linear,
+        ]);
+        let mut count = Count::default();
+        let mut staged = StagedOutputs::new();
+        let (summary, _) = replay_partitioned(&opts, &mut count, &mut staged).expect("replay");
+        assert_eq!(summary.rows, 2_000);
+        assert_eq!(count.rows, summary.rows);
+        assert!(summary.touches > 0);
+        assert_eq!(count.touches, summary.touches);
+    }
 }

@@ -72,6 +72,11 @@ impl NdjsonWriter {
         r
     }
 
+    /// Writes lines already serialized (each ending in a newline).
+    pub(crate) fn write_lines(&mut self, lines: &[u8]) -> Result<(), FileSinkError> {
+        self.out.write_all(lines).map_err(|e| self.err(e))
+    }
+
     /// Flushes buffered lines.
     pub fn flush(&mut self) -> Result<(), FileSinkError> {
         self.out.flush().map_err(|e| self.err(e))

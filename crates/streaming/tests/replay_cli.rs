@@ -523,3 +523,118 @@ fn logging_flags_go_after_the_subcommand() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--log-format"), "{err}");
 }
+
+/// `--partitions 4 --threads 2`: with disorder inside the bound no partition sees a late
+/// click, so the rows are still the oracle's; and they come out in the same order, byte for
+/// byte but for `processed_at`, as with one thread (`PARTITIONS` / `REPLAY_THREADS` from the
+/// environment), with the same dead letters as the single-engine replay.
+#[test]
+fn replay_with_partitions_and_threads_equals_the_oracle_and_one_thread() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = GeneratorConfig {
+        clicks: Some(12_000),
+        seed: 5,
+        users: 80,
+        disorder_secs: 15.0,
+        duplicate_rate: 0.03,
+        stale_click_rate: 0.05,
+        organic_rate: 0.05,
+        unknown_user_rate: 0.05,
+        malformed_rate: 0.01,
+        event_rate: 5.0,
+        ..GeneratorConfig::default()
+    };
+    let stats = write_data_set(
+        Generator::new(config),
+        &DataSetPaths::in_dir(dir.path()),
+        |_| {},
+    )
+    .expect("data set written");
+    let run = |name: &str, flags: &[&str], env: &[(&str, &str)]| {
+        let out = dir.path().join(format!("{name}.ndjson"));
+        let dead = dir.path().join(format!("{name}-dead.ndjson"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_streaming"));
+        cmd.arg("replay")
+            .args([
+                "--clicks",
+                &dir.path().join("clicks.ndjson").to_string_lossy(),
+            ])
+            .args([
+                "--checkouts",
+                &dir.path().join("checkouts.ndjson").to_string_lossy(),
+            ])
+            .args([
+                "--users",
+                &dir.path().join("users.ndjson").to_string_lossy(),
+            ])
+            .args(["--out", &out.to_string_lossy()])
+            .args(["--dead-letter", &dead.to_string_lossy()])
+            .arg("--summary-json")
+            .args(flags)
+            .env_remove("PARTITIONS")
+            .env_remove("REPLAY_THREADS")
+            .envs(env.iter().copied());
+        let output = cmd.output().expect("streaming replay runs");
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut summary: Value = serde_json::from_slice(&output.stdout).expect("summary JSON");
+        summary.as_object_mut().expect("summary").remove("elapsed");
+        let rows: Vec<Value> = lines(&out)
+            .into_iter()
+            .map(|mut r| {
+                let obj = r.as_object_mut().expect("row");
+                assert!(obj.remove("processed_at").is_some_and(|p| p.is_string()));
+                r
+            })
+            .collect();
+        let dead = std::fs::read(&dead).expect("dead letters");
+        (
+            rows,
+            dead,
+            summary,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (rows, dead, summary, stderr) = run("p4t2", &["--partitions", "4", "--threads", "2"], &[]);
+    let (rows1, dead1, summary1, _) =
+        run("p4t1", &[], &[("PARTITIONS", "4"), ("REPLAY_THREADS", "1")]);
+    let (_, dead_single, summary_single, _) = run("single", &["--threads", "1"], &[]);
+    assert!(rows == rows1, "the rows' order depends on the threads");
+    assert_eq!(dead, dead1);
+    assert_eq!(summary, summary1);
+    assert_eq!(
+        dead, dead_single,
+        "bad lines are reported in the single replay's order"
+    );
+
+    let expected = oracle(dir.path());
+    let mut got = BTreeMap::new();
+    for row in rows {
+        let id = row["checkout_id"]
+            .as_str()
+            .expect("checkout_id")
+            .to_string();
+        assert!(got.insert(id.clone(), row).is_none(), "two rows for {id}");
+    }
+    assert_eq!(got, expected);
+    assert_eq!(summary["rows"].as_u64(), Some(expected.len() as u64));
+    assert_eq!(summary["late_clicks"].as_u64(), Some(0));
+    assert_eq!(summary["bad"].as_u64(), Some(stats.malformed));
+    for key in [
+        "events_read",
+        "clicks",
+        "checkouts",
+        "rows",
+        "attributed",
+        "bad",
+    ] {
+        assert_eq!(summary[key], summary_single[key], "{key}");
+    }
+    for d in lines(&dir.path().join("p4t2-dead.ndjson")) {
+        let needle = format!("{}:{}:", d["file"].as_str().unwrap_or("?"), d["line"]);
+        assert!(stderr.contains(&needle), "{needle} not reported on stderr");
+    }
+}
