@@ -90,6 +90,27 @@ async fn rows_in(bq: &BigQuery) -> usize {
     .map_or(0, |n: f64| n as usize)
 }
 
+/// Users the benchmark writes (ids 1..=USERS).
+const USERS: u32 = 2_000;
+
+/// Deletes the users a run wrote: the tests that share REDIS_URL count on ids above their own
+/// users being unknown.
+async fn forget_users(url: &str, n: u32) {
+    let client = redis::Client::open(url).expect("REDIS_URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let keys: Vec<String> = (1..=n).map(|i| format!("user_{i}")).collect();
+    for chunk in keys.chunks(1_000) {
+        let _: i64 = redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await
+            .expect("DEL users");
+    }
+}
+
 async fn run_once(workers: usize, partitions: u32, clicks: u64) {
     let suffix = format!("{:x}", wall_clock().as_micros() % 0xffff_ffff);
     let gcp = GcpArgs {
@@ -103,6 +124,7 @@ async fn run_once(workers: usize, partitions: u32, clicks: u64) {
         dead_letter_topic: format!("bdead-{suffix}"),
         late_topic: format!("blate-{suffix}"),
         partitions,
+        ack_deadline_secs: 10,
         ..PubSubArgs::default()
     };
     let bq_args = BigQueryArgs {
@@ -123,7 +145,7 @@ async fn run_once(workers: usize, partitions: u32, clicks: u64) {
     let config = GeneratorConfig {
         clicks: Some(clicks),
         seed: 5,
-        users: 2_000,
+        users: USERS,
         ..GeneratorConfig::default()
     };
     let target = PublishTarget {
@@ -138,6 +160,27 @@ async fn run_once(workers: usize, partitions: u32, clicks: u64) {
         .await
         .expect("published");
     let want = stats.checkouts as usize;
+    // The end of the input: a click now (the data's event time is months behind) in every
+    // partition, of unknown users, so every partition's watermark passes every checkout.
+    let clicks_topic = firstclick_pubsub::Publisher::new(&conn, &pubsub.click_topic)
+        .await
+        .expect("publisher");
+    for p in 0..partitions {
+        let user = (1..)
+            .map(|u: i64| -u)
+            .find(|u| firstclick_partition::partition_of(*u, partitions) == p)
+            .expect("a user per partition");
+        let sentinel = serde_json::json!({
+            "click_id": format!("end-{p}"), "user_id": user, "product_id": "end",
+            "datetime_occured": wall_clock().to_rfc3339(),
+        });
+        clicks_topic
+            .publish(firstclick_pubsub::OutgoingMessage::new(
+                sentinel.to_string().into_bytes(),
+            ))
+            .await
+            .expect("sentinel");
+    }
 
     let commands_before = redis_commands(&redis_url);
     let started = Instant::now();
@@ -158,6 +201,8 @@ async fn run_once(workers: usize, partitions: u32, clicks: u64) {
                 .env("BQ_DATASET", &bq_args.dataset)
                 .env("CHECKPOINT_KEY", format!("firstclick:bench:{suffix}"))
                 .env("IDLE_TIMEOUT_SECS", "3")
+                // Partitions handed over hold their watermark for the ack deadline + 5 s.
+                .env("PUBSUB_ACK_DEADLINE_SECS", "10")
                 .env("METRICS_ADDR", "")
                 .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
                 .stdout(Stdio::null())
@@ -171,7 +216,7 @@ async fn run_once(workers: usize, partitions: u32, clicks: u64) {
                 .expect("streaming starts")
         })
         .collect();
-    let deadline = started + Duration::from_secs(900);
+    let deadline = started + Duration::from_secs(300);
     let mut done = 0;
     while Instant::now() < deadline {
         done = rows_in(&bq).await;
@@ -191,6 +236,7 @@ async fn run_once(workers: usize, partitions: u32, clicks: u64) {
     for c in &mut children {
         let _ = c.wait();
     }
+    forget_users(&redis_url, USERS).await;
     println!(
         "workers {workers}, P {partitions}: {messages} messages, {done}/{want} rows in \
          {secs:.1} s = {:.0} msg/s end to end; CPU {cpu:.1} s = {:.1} µs/message; Redis \

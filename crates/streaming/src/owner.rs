@@ -45,6 +45,8 @@ pub(crate) struct Owner {
     legacy_key: Option<String>,
     running: BTreeMap<u32, Running>,
     started: Instant,
+    /// Rounds run so far.
+    rounds: u64,
 }
 
 impl Owner {
@@ -67,6 +69,7 @@ impl Owner {
             legacy_key,
             running: BTreeMap::new(),
             started: Instant::now(),
+            rounds: 0,
         }
     }
 
@@ -92,7 +95,7 @@ impl Owner {
                 break;
             }
             self.round(shutdown).await;
-            let idle = self.machine.held().is_empty();
+            let idle = self.machine.held().is_empty() && self.rounds > 1;
             if idle && !standing_by {
                 tracing::info!(
                     partitions = self.machine.config().partitions,
@@ -197,6 +200,13 @@ impl Owner {
                 return;
             }
         };
+        self.rounds += 1;
+        if self.rounds == 1 {
+            // The first round only announces this worker: workers started together then see
+            // each other before taking partitions, and split them at once instead of one
+            // taking everything and handing half back (each hand-over holds a watermark).
+            return;
+        }
         let mut renewed = Vec::new();
         for (p, token) in self.machine.to_renew() {
             let ok = match self.leases.renew(p, token).await {

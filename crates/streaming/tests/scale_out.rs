@@ -498,14 +498,25 @@ async fn three_workers_on_a_cluster_survive_a_kill_a_pause_and_a_join() {
             .env("PROJECT_ID", "test-project")
             .output()
             .expect("streaming state");
-        assert!(o.status.success(), "state {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "state {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let inspected = state(&["inspect"]);
     assert_eq!(inspected.matches("== partition").count(), 8, "{inspected}");
-    assert_eq!(inspected.matches("clean shutdown    true").count(), 8, "{inspected}");
+    assert_eq!(
+        inspected.matches("clean shutdown    true").count(),
+        8,
+        "{inspected}"
+    );
     let reset = state(&["reset", "--yes"]);
-    assert!(reset.contains("forgot the recorded partition layout"), "{reset}");
+    assert!(
+        reset.contains("forgot the recorded partition layout"),
+        "{reset}"
+    );
     assert!(state(&["inspect"]).matches("no checkpoint named").count() == 8);
     assert!(
         taken(&w1) + taken(&w2) + taken(&w3) + taken(&w4) > 8,
@@ -538,10 +549,14 @@ async fn with_one_partition_a_second_worker_stands_by() {
     assert!(sa.success() && sb.success(), "exit statuses {sa}, {sb}");
     assert!(
         lost.is_empty() && wrong.is_empty() && extra == 0,
-        "in view {in_view} of {}: lost {}, wrong {}, extra {extra}",
+        "in view {in_view} of {}: lost {}, wrong {}, extra {extra}; first wrong: {}",
         expected.len(),
         lost.len(),
-        wrong.len()
+        wrong.len(),
+        wrong
+            .first()
+            .map(|k| format!("expected {} got {}", expected[k], got[k]))
+            .unwrap_or_default()
     );
     let standing_by = [&a, &b]
         .iter()
