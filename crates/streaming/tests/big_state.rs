@@ -103,7 +103,8 @@ impl Setup {
     }
 }
 
-/// A gauge or counter from the service's /metrics; `None` while it does not answer.
+/// A gauge or counter from the service's /metrics, summed over its series; `None` while it
+/// does not answer.
 fn metric(port: u16, name: &str) -> Option<f64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -112,9 +113,16 @@ fn metric(port: u16, name: &str) -> Option<f64> {
         .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    // The sum over the metric's series (per-partition gauges carry a `partition` label).
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// Publishes the lines of `file` to `topic`, 1,000 in flight.
