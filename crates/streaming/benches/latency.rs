@@ -15,6 +15,8 @@
 //! the tail after the last message, which waits for the idle timeout, are left out). Printed:
 //! rows in the window, p50, p90, p99 (interpolated inside 0.5 s buckets) and the mean.
 
+mod shared;
+use shared::{env, flag, forget_users};
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,20 +32,6 @@ use firstclick_redis::{RedisArgs, UserDirectory};
 const MESSAGES_PER_CLICK: f64 = 1.55;
 /// The service's out-of-orderness bound in the benchmark, seconds.
 const OUT_OF_ORDERNESS_SECS: u64 = 5;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run scripts/dev-up and `source .dev/env` first")
-    })
-}
-
-fn flag(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_owned())
-}
 
 /// Cumulative bucket counts of the latency histogram, by upper bound (seconds).
 fn histogram(metrics_addr: &str) -> BTreeMap<u64, f64> {
@@ -213,29 +201,11 @@ async fn run_once(write_api: &str, rate: f64, secs: u64) {
         .dataset()
         .delete_if_exists(bq.project(), bq.dataset(), true)
         .await;
-    forget_users(USERS).await;
+    forget_users(&env("REDIS_URL"), USERS).await;
 }
 
 /// Users the benchmark writes (ids 1..=USERS).
 const USERS: u32 = 5_000;
-
-/// Deletes the users the run wrote: the tests that share REDIS_URL count on ids above their
-/// own users being unknown.
-async fn forget_users(n: u32) {
-    let client = redis::Client::open(env("REDIS_URL")).expect("REDIS_URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis");
-    let keys: Vec<String> = (1..=n).map(|i| format!("user_{i}")).collect();
-    for chunk in keys.chunks(1_000) {
-        let _: i64 = redis::cmd("DEL")
-            .arg(chunk)
-            .query_async(&mut conn)
-            .await
-            .expect("DEL users");
-    }
-}
 
 #[tokio::main]
 async fn main() {

@@ -16,6 +16,8 @@
 //! `INFO commandstats` on the Redis the workers use, over the messages). A run with P = 1 and
 //! one worker is the baseline the router's cost is read against.
 
+mod shared;
+use shared::{env, flag, forget_users};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,20 +27,6 @@ use firstclick_datagen::{publish, Generator, GeneratorConfig, PublishTarget};
 use firstclick_model::time::wall_clock;
 use firstclick_pubsub::{ensure_topology, Connection, PubSubArgs};
 use firstclick_redis::{RedisArgs, UserDirectory};
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run scripts/dev-up and `source .dev/env` first")
-    })
-}
-
-fn flag(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_owned())
-}
 
 /// CPU seconds (user + system) a process has used, from /proc/PID/stat.
 fn cpu_secs(pid: u32) -> f64 {
@@ -92,24 +80,6 @@ async fn rows_in(bq: &BigQuery) -> usize {
 
 /// Users the benchmark writes (ids 1..=USERS).
 const USERS: u32 = 2_000;
-
-/// Deletes the users a run wrote: the tests that share REDIS_URL count on ids above their own
-/// users being unknown.
-async fn forget_users(url: &str, n: u32) {
-    let client = redis::Client::open(url).expect("REDIS_URL");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis");
-    let keys: Vec<String> = (1..=n).map(|i| format!("user_{i}")).collect();
-    for chunk in keys.chunks(1_000) {
-        let _: i64 = redis::cmd("DEL")
-            .arg(chunk)
-            .query_async(&mut conn)
-            .await
-            .expect("DEL users");
-    }
-}
 
 async fn run_once(workers: usize, partitions: u32, clicks: u64) {
     let suffix = format!("{:x}", wall_clock().as_micros() % 0xffff_ffff);

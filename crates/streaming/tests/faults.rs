@@ -40,8 +40,8 @@ use firstclick_redis::{RedisArgs, UserDirectory};
 
 mod common;
 use common::{
-    append_sentinel, as_f64, by_checkout, count, env, expected_rows, free_port, pubsub_proxy,
-    start_redis, wait_port, Proc, Rows,
+    append_sentinel, as_f64, by_checkout, compare_rows, count, env, expected_rows, free_port,
+    pubsub_proxy, start_redis, wait_port, Proc,
 };
 
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -182,22 +182,6 @@ async fn kill_and_restart(setup: &Setup, streaming: &mut Proc, kills: &mut usize
     *kills += 1;
     tokio::time::sleep(pause).await;
     *streaming = setup.start_streaming();
-}
-
-/// Checkout ids expected but missing, present but different, and present but not expected.
-fn compare(expected: &Rows, got: &Rows) -> (Vec<String>, Vec<String>, usize) {
-    let lost = expected
-        .keys()
-        .filter(|k| !got.contains_key(*k))
-        .cloned()
-        .collect();
-    let wrong = expected
-        .iter()
-        .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
-        .map(|(k, _)| k.clone())
-        .collect();
-    let extra = got.keys().filter(|k| !expected.contains_key(*k)).count();
-    (lost, wrong, extra)
 }
 
 /// Receives what a subscription holds until it is quiet for 5 s: (messages, distinct payloads),
@@ -430,7 +414,7 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
         .await
         .expect("rows");
     let got = by_checkout(&rows);
-    let (lost, wrong, extra) = compare(&expected, &got);
+    let (lost, wrong, extra) = compare_rows(&expected, &got);
     // Raw duplicates: rows of the raw table minus the checkouts they are for.
     let raw_counts = bq
         .query(&format!(
@@ -530,7 +514,7 @@ async fn kills_and_outages_lose_nothing_and_duplicate_nothing() {
             .query(&format!("SELECT * FROM `{}`", bq.table_path()))
             .await
             .expect("raw rows");
-        let (lost, wrong, extra) = compare(&expected, &by_checkout(&raw_rows));
+        let (lost, wrong, extra) = compare_rows(&expected, &by_checkout(&raw_rows));
         assert!(
             lost.is_empty() && wrong.is_empty() && extra == 0,
             "raw table with the Storage Write API: lost {:?}, wrong {:?} (first few), extra {extra}",

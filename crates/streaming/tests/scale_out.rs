@@ -32,7 +32,7 @@ use serde_json::Value;
 
 mod common;
 use common::pubsub_proxy::{self, Proxy};
-use common::{append_partition_sentinels, as_f64, by_checkout, env, Proc, Rows};
+use common::{append_partition_sentinels, as_f64, by_checkout, compare_rows, env, Proc, Rows};
 
 /// One deployment under test: names, the services' addresses.
 struct Deployment {
@@ -356,22 +356,6 @@ async fn raw_counts(bq: &BigQuery) -> (usize, usize) {
     (get("n"), get("d"))
 }
 
-/// The view's rows against the replay's: (lost, wrong, extra).
-fn compare(expected: &Rows, got: &Rows) -> (Vec<String>, Vec<String>, usize) {
-    let lost = expected
-        .keys()
-        .filter(|k| !got.contains_key(*k))
-        .cloned()
-        .collect();
-    let wrong = expected
-        .iter()
-        .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
-        .map(|(k, _)| k.clone())
-        .collect();
-    let extra = got.keys().filter(|k| !expected.contains_key(*k)).count();
-    (lost, wrong, extra)
-}
-
 /// `clicks` clicks whose event time spans `secs`, the time they are published over: events
 /// arrive at the pace of their event time, as from live producers.
 fn data_set(clicks: u64, seed: u64, secs: f64) -> GeneratorConfig {
@@ -441,7 +425,7 @@ async fn three_workers_on_a_cluster_survive_a_kill_a_pause_and_a_join() {
         .await
         .expect("rows");
     let got = by_checkout(&rows);
-    let (lost, wrong, extra) = compare(&expected, &got);
+    let (lost, wrong, extra) = compare_rows(&expected, &got);
     let (raw, distinct) = raw_counts(&bq).await;
     let taken = |w: &Worker| w.log().matches("lease taken").count();
     let report = format!(
@@ -545,7 +529,7 @@ async fn with_one_partition_a_second_worker_stands_by() {
             .await
             .expect("rows"),
     );
-    let (lost, wrong, extra) = compare(&expected, &got);
+    let (lost, wrong, extra) = compare_rows(&expected, &got);
     assert!(sa.success() && sb.success(), "exit statuses {sa}, {sb}");
     assert!(
         lost.is_empty() && wrong.is_empty() && extra == 0,

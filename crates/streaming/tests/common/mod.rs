@@ -372,3 +372,19 @@ pub(crate) fn expected_rows_and_touches(
     assert!(status.success(), "streaming replay: {status}");
     (ndjson(&out), ndjson(&touches))
 }
+
+/// Checkout ids expected but missing, present but different, and present but not expected.
+pub(crate) fn compare_rows(expected: &Rows, got: &Rows) -> (Vec<String>, Vec<String>, usize) {
+    let lost = expected
+        .keys()
+        .filter(|k| !got.contains_key(*k))
+        .cloned()
+        .collect();
+    let wrong = expected
+        .iter()
+        .filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let extra = got.keys().filter(|k| !expected.contains_key(*k)).count();
+    (lost, wrong, extra)
+}
