@@ -6,10 +6,7 @@
 //! so a quiet click stream does not hold checkouts forever; a replay calls [`Engine::flush`] at
 //! the end of its input.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
-
-use firstclick_model::{AttributedRow, Checkout, Click, ClickRef, EventTime, Id, TouchRow};
+use firstclick_model::{AttributedRow, Checkout, Click, ClickRef, EventTime, Id, RowRef, TouchRow};
 
 use crate::credit::Attribution;
 
@@ -20,6 +17,7 @@ use crate::clicks::{ClickKey, ClickStore, Inserted, SeenCheckouts, STATE_SHARDS}
 /// at a time, so no single call walks millions of entries.
 const EVICT_SHARDS_PER_CALL: usize = 2;
 use crate::config::EngineConfig;
+use crate::pending::PendingCheckouts;
 
 /// What the engine did with a click.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +61,27 @@ impl FinalCheckout {
     /// an organic checkout.
     pub fn click(&self) -> Option<&ClickRef> {
         self.attributions.first().and_then(|a| a.click.as_ref())
+    }
+
+    /// The output rows, borrowed, once the buyer's name is known: one per model, as
+    /// [`FinalCheckout::into_rows`] makes them, for writers that need no owned row.
+    pub fn rows<'a>(
+        &'a self,
+        user_name: Option<&'a str>,
+        processed_at: EventTime,
+    ) -> impl Iterator<Item = RowRef<'a>> + 'a {
+        self.attributions.iter().map(move |a| RowRef {
+            checkout: &self.checkout,
+            user_name,
+            click: a.click.as_ref(),
+            model: a.model,
+            processed_at,
+        })
+    }
+
+    /// How many touch rows [`FinalCheckout::into_rows`] makes (multi-touch models only).
+    pub fn touch_count(&self) -> usize {
+        self.attributions.iter().map(|a| a.touches.len()).sum()
     }
 
     /// The output rows, once the buyer's name is known: one row per model, and for the
@@ -141,29 +160,6 @@ pub struct EngineStats {
     pub evicted_clicks: u64,
 }
 
-#[derive(Clone, Debug)]
-struct Pending {
-    seq: u64,
-    checkout: Checkout,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.checkout.time, self.seq).cmp(&(other.checkout.time, other.seq))
-    }
-}
-
 /// Processing-time bookkeeping for the idle advance of the watermark.
 #[derive(Clone, Debug, Default)]
 struct Idle {
@@ -195,12 +191,11 @@ struct ClickStream {
 pub struct Engine {
     pub(crate) config: EngineConfig,
     pub(crate) clicks: ClickStore,
-    pending: BinaryHeap<Reverse<Pending>>,
+    pending: PendingCheckouts,
     pub(crate) seen_checkouts: SeenCheckouts,
     pub(crate) max_click_time: Option<EventTime>,
     pub(crate) watermark: Option<EventTime>,
     pub(crate) last_sweep: Option<EventTime>,
-    next_seq: u64,
     idle: Idle,
     streams: Vec<ClickStream>,
     /// Processing time (µs) until which the watermark stays where it is (recovery).
@@ -218,12 +213,11 @@ impl Engine {
         Engine {
             config,
             clicks: ClickStore::default(),
-            pending: BinaryHeap::new(),
+            pending: PendingCheckouts::default(),
             seen_checkouts: SeenCheckouts::default(),
             max_click_time: None,
             watermark: None,
             last_sweep: None,
-            next_seq: 0,
             idle: Idle::default(),
             streams: vec![ClickStream::default()],
             hold_until: None,
@@ -436,9 +430,7 @@ impl Engine {
         if late {
             self.stats.late_checkouts += 1;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.pending.push(Reverse(Pending { seq, checkout }));
+        self.pending.push(checkout);
         if late {
             CheckoutOutcome::Late
         } else {
@@ -496,11 +488,10 @@ impl Engine {
             return;
         }
         if self.idle.base.is_none() {
-            self.idle.base = self.pending.peek().map(|p| {
-                p.0.checkout
-                    .time
-                    .offset(-self.config.out_of_orderness_micros)
-            });
+            self.idle.base = self
+                .pending
+                .earliest_time()
+                .map(|t| t.offset(-self.config.out_of_orderness_micros));
         }
         if let Some(base) = self.idle.base {
             let candidate = base.offset(idle_for);
@@ -517,9 +508,9 @@ impl Engine {
             return 0;
         };
         let before = out.len();
-        while self.pending.peek().is_some_and(|p| p.0.checkout.time < w) {
-            if let Some(Reverse(p)) = self.pending.pop() {
-                out.push(self.finish(p.checkout));
+        while self.pending.earliest_time().is_some_and(|t| t < w) {
+            if let Some(checkout) = self.pending.pop() {
+                out.push(self.finish(checkout));
             }
         }
         if self
@@ -535,8 +526,8 @@ impl Engine {
     /// Appends every pending checkout to `out`, final or not (end of a replay's input).
     pub fn flush(&mut self, out: &mut Vec<FinalCheckout>) -> usize {
         let before = out.len();
-        while let Some(Reverse(p)) = self.pending.pop() {
-            out.push(self.finish(p.checkout));
+        while let Some(checkout) = self.pending.pop() {
+            out.push(self.finish(checkout));
         }
         out.len() - before
     }
@@ -596,9 +587,11 @@ impl Engine {
 
     /// The pending checkouts, in arrival order.
     pub fn pending_in_order(&self) -> Vec<Checkout> {
-        let mut all: Vec<&Pending> = self.pending.iter().map(|r| &r.0).collect();
-        all.sort_by_key(|p| p.seq);
-        all.into_iter().map(|p| p.checkout.clone()).collect()
+        self.pending
+            .in_arrival_order()
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// Remembered checkout ids, read-only.
@@ -614,9 +607,7 @@ impl Engine {
     }
 
     pub(crate) fn push_pending(&mut self, checkout: Checkout) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.pending.push(Reverse(Pending { seq, checkout }));
+        self.pending.push(checkout);
     }
 
     pub(crate) fn insert_restored_click(&mut self, key: ClickKey, click: ClickRef) {

@@ -14,6 +14,8 @@
 //! - `engine`: [`Engine`] itself: watermark per stream, pending checkouts, finality, eviction,
 //!   statistics ([`EngineStats`], [`Progress`]), and what it answers ([`ClickOutcome`],
 //!   [`CheckoutOutcome`], [`FinalCheckout`]).
+//! - `pending`: the checkouts waiting for the watermark, ordered by `(time, arrival)` in a heap
+//!   of small keys over a slab (the checkouts themselves are not moved by the heap).
 //! - `snapshot`: [`EngineSnapshot`], the whole state as plain data, in a canonical order
 //!   (comparisons).
 //! - `restore`: [`Restorer`], which rebuilds an engine from a checkpoint's base pieces and
@@ -32,6 +34,7 @@ mod clicks;
 mod config;
 mod credit;
 mod engine;
+mod pending;
 mod restore;
 mod snapshot;
 

@@ -46,6 +46,14 @@ impl Id {
             Id::Text(t) => out.push_str(t),
         }
     }
+
+    /// Appends the identifier's text to `out` as bytes, for writers of JSON lines (the text
+    /// is not escaped: a [`Id::Text`] may need it, see `row::json_id`).
+    pub(crate) fn write_uuid_bytes(hi: u64, lo: u64, out: &mut Vec<u8>) {
+        let mut buf = [0u8; 36];
+        write_uuid(hi, lo, &mut buf);
+        out.extend_from_slice(&buf);
+    }
 }
 
 impl From<&str> for Id {
@@ -143,17 +151,21 @@ fn hex8(x: u64) -> (u64, u64) {
     (valid, v)
 }
 
-fn write_uuid(hi: u64, lo: u64, out: &mut [u8; 36]) {
+/// The canonical text of a UUID given as two big-endian halves: each byte is two digits from
+/// a table, and the hyphens go at fixed places (this runs for several ids of every row).
+pub(crate) fn write_uuid(hi: u64, lo: u64, out: &mut [u8; 36]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let value = (u128::from(hi) << 64) | u128::from(lo);
-    let mut nibble = 32;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if HYPHENS.contains(&i) {
-            *slot = b'-';
-        } else {
-            nibble -= 1;
-            *slot = HEX[((value >> (nibble * 4)) & 0xf) as usize];
-        }
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&hi.to_be_bytes());
+    bytes[8..].copy_from_slice(&lo.to_be_bytes());
+    // Where the text of byte i starts: two digits per byte, one hyphen after bytes 3, 5, 7, 9.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    for (b, at) in bytes.iter().zip(AT) {
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0x0f)];
+    }
+    for h in HYPHENS {
+        out[h] = b'-';
     }
 }
 

@@ -33,7 +33,7 @@ pub mod user;
 pub use error::{BadMessage, EventKind};
 pub use event::{parse_checkout, parse_click, Checkout, Click, UserId};
 pub use id::Id;
-pub use row::{AttributedRow, AttributionModel, ClickRef, ModelSet};
+pub use row::{AttributedRow, AttributionModel, ClickRef, ModelSet, RowRef};
 pub use schema::{Column, ColumnMode, ColumnType, OUTPUT_COLUMNS, TOUCH_COLUMNS};
 pub use time::EventTime;
 pub use touch::{apportion, Decimal9, TouchRow};

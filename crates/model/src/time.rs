@@ -77,6 +77,19 @@ impl EventTime {
 
     /// Appends the RFC 3339 form (see [`EventTime::to_rfc3339`]) to `out`.
     pub fn write_rfc3339(self, out: &mut String) {
+        let (buf, n) = self.rfc3339_ascii();
+        // Every byte of the form is ASCII.
+        out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
+    }
+
+    /// Appends the RFC 3339 form as bytes (ASCII) to `out`, for writers of JSON lines.
+    pub fn write_rfc3339_bytes(self, out: &mut Vec<u8>) {
+        let (buf, n) = self.rfc3339_ascii();
+        out.extend_from_slice(&buf[..n]);
+    }
+
+    /// The RFC 3339 form in a buffer on the stack, and its length.
+    fn rfc3339_ascii(self) -> ([u8; 32], usize) {
         let secs = self.0.div_euclid(MICROS_PER_SECOND);
         let micros = self.0.rem_euclid(MICROS_PER_SECOND);
         let days = secs.div_euclid(86_400);
@@ -121,8 +134,7 @@ impl EventTime {
         }
         buf[n] = b'Z';
         n += 1;
-        // Every byte written above is ASCII.
-        out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
+        (buf, n)
     }
 }
 

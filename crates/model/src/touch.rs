@@ -137,7 +137,7 @@ impl TouchRow {
         out.extend_from_slice(b"{\"checkout_id\":");
         json_id(out, &self.checkout_id);
         out.extend_from_slice(b",\"user_id\":\"");
-        out.extend_from_slice(self.user_id.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(self.user_id).as_bytes());
         out.extend_from_slice(b"\",\"product_id\":");
         json_id(out, &self.product_id);
         out.extend_from_slice(b",\"checkout_time\":");

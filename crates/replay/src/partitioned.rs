@@ -347,13 +347,26 @@ impl Runner {
         let now = self
             .processed_at
             .unwrap_or_else(firstclick_model::time::wall_clock);
+        let users = Arc::clone(&self.users);
         let mut finals = std::mem::take(&mut self.finals);
         for f in finals.drain(..) {
-            let name = self.users.get(&f.checkout.user_id).cloned();
+            let name = users.get(&f.checkout.user_id).map(String::as_str);
             if name.is_none() {
                 self.summary.unknown_users += 1;
             }
-            let (rows, touches) = f.into_rows(name, now);
+            let touch_count = f.touch_count();
+            if !self.observe && (touch_count == 0 || !self.touches) {
+                // Rows only: written from the final checkout as it is, without owned copies
+                // (this runs once per output row).
+                self.summary.touches += touch_count as u64;
+                for row in f.rows(name, now) {
+                    row.write_json(&mut self.out.bytes);
+                    self.push(Kind::Row);
+                    self.summary.rows += 1;
+                }
+                continue;
+            }
+            let (rows, touches) = f.into_rows(name.map(str::to_owned), now);
             self.summary.rows += rows.len() as u64;
             self.summary.touches += touches.len() as u64;
             for row in rows {
@@ -363,20 +376,18 @@ impl Runner {
                     self.out.seen.push(Seen::Row(row));
                 }
             }
-            if self.touches || self.observe {
-                for t in touches {
-                    if self.touches {
-                        t.write_json(&mut self.out.bytes);
-                        self.out.bytes.push(b'\n');
-                    }
-                    self.out.entries.push(Entry {
-                        clock: self.clock,
-                        kind: Kind::Touch,
-                        end: self.out.bytes.len(),
-                    });
-                    if self.observe {
-                        self.out.seen.push(Seen::Touch(t));
-                    }
+            for t in touches {
+                if self.touches {
+                    t.write_json(&mut self.out.bytes);
+                    self.out.bytes.push(b'\n');
+                }
+                self.out.entries.push(Entry {
+                    clock: self.clock,
+                    kind: Kind::Touch,
+                    end: self.out.bytes.len(),
+                });
+                if self.observe {
+                    self.out.seen.push(Seen::Touch(t));
                 }
             }
         }
