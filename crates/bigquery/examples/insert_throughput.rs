@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use firstclick_bigquery::{BigQuery, BigQueryArgs, EpochWriter, StorageWriter};
 use firstclick_cli::GcpArgs;
-use firstclick_model::{AttributedRow, AttributionModel, Checkout, ClickRef, EventTime, Id};
+use firstclick_model::{
+    AttributedRow, AttributionModel, Checkout, ClickRef, DetailTexts, EventTime, Id,
+};
 
 fn row(i: usize) -> AttributedRow {
     let t = 1_714_564_800_000_000 + i as i64 * 1_000;
@@ -23,12 +25,15 @@ fn row(i: usize) -> AttributedRow {
             user_id: (i % 10_000) as i64,
             product_id: Id::new(&format!("product-{}", i % 500)),
             time: EventTime::from_micros(t),
-            payment_method: Some("credit_card".into()),
             total_amount: Some((i % 100_000) as f64 / 100.0),
-            shipping_address: Some("1 Main Street, Springfield".into()),
-            billing_address: Some("1 Main Street, Springfield".into()),
-            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0".into()),
-            ip_address: Some("192.168.10.21".into()),
+            details: DetailTexts {
+                payment_method: Some("credit_card"),
+                shipping_address: Some("1 Main Street, Springfield"),
+                billing_address: Some("1 Main Street, Springfield"),
+                user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0"),
+                ip_address: Some("192.168.10.21"),
+            }
+            .into(),
         },
         user_name: Some("Ada Lovelace".into()),
         click: (!i.is_multiple_of(5)).then(|| ClickRef {

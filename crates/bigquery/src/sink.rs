@@ -391,7 +391,12 @@ mod tests {
             .as_bytes(),
         )
         .expect("valid checkout");
-        checkout.shipping_address = Some("x".repeat(address_len).into());
+        let address = "x".repeat(address_len);
+        checkout.details = firstclick_model::DetailTexts {
+            shipping_address: Some(&address),
+            ..checkout.details.texts()
+        }
+        .into();
         AttributedRow {
             checkout,
             user_name: None,

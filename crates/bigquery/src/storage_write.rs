@@ -165,18 +165,19 @@ fn numeric_text(v: f64) -> String {
 impl From<&AttributedRow> for ProtoRow {
     fn from(r: &AttributedRow) -> Self {
         let c = &r.checkout;
-        let text = |v: &Option<Box<str>>| v.as_deref().map(str::to_owned);
+        let d = c.details.texts();
+        let text = |v: Option<&str>| v.map(str::to_owned);
         ProtoRow {
             checkout_id: c.checkout_id.as_text().into_owned(),
             user_id: Some(c.user_id.to_string()),
             user_name: r.user_name.clone(),
             product_id: Some(c.product_id.as_text().into_owned()),
-            payment_method: text(&c.payment_method),
+            payment_method: text(d.payment_method),
             total_amount: c.total_amount.filter(|a| a.is_finite()).map(numeric_text),
-            shipping_address: text(&c.shipping_address),
-            billing_address: text(&c.billing_address),
-            user_agent: text(&c.user_agent),
-            ip_address: text(&c.ip_address),
+            shipping_address: text(d.shipping_address),
+            billing_address: text(d.billing_address),
+            user_agent: text(d.user_agent),
+            ip_address: text(d.ip_address),
             checkout_time: c.time.as_micros(),
             click_id: r.click.as_ref().map(|k| k.click_id.as_text().into_owned()),
             click_time: r.click.as_ref().map(|k| k.time.as_micros()),

@@ -13,7 +13,7 @@ use firstclick_bigquery::{
     SchemaDifference,
 };
 use firstclick_model::schema::{CLUSTER_COLUMNS, OUTPUT_COLUMNS, PARTITION_COLUMN};
-use firstclick_model::{AttributedRow, EventTime};
+use firstclick_model::{AttributedRow, DetailTexts, EventTime};
 use gcp_bigquery_client::model::dataset::Dataset;
 use gcp_bigquery_client::model::field_type::FieldType;
 use gcp_bigquery_client::model::table::Table;
@@ -34,21 +34,24 @@ fn type_name(t: &FieldType) -> String {
 /// TIMESTAMPs as integer microseconds.
 fn expected(r: &AttributedRow) -> Row {
     let c = &r.checkout;
-    let text = |v: &Option<Box<str>>| v.as_deref().map_or(Value::Null, |s| json!(s));
+    let text = |v: Option<&str>| v.map_or(Value::Null, |s| json!(s));
     let mut m = Row::new();
     m.insert("checkout_id".into(), json!(c.checkout_id.as_text()));
     m.insert("user_id".into(), json!(c.user_id.to_string()));
     m.insert("user_name".into(), json!(r.user_name));
     m.insert("product_id".into(), json!(c.product_id.as_text()));
-    m.insert("payment_method".into(), text(&c.payment_method));
+    m.insert("payment_method".into(), text(c.details.payment_method()));
     m.insert(
         "total_amount".into(),
         c.total_amount.map_or(Value::Null, |a| json!(a.to_string())),
     );
-    m.insert("shipping_address".into(), text(&c.shipping_address));
-    m.insert("billing_address".into(), text(&c.billing_address));
-    m.insert("user_agent".into(), text(&c.user_agent));
-    m.insert("ip_address".into(), text(&c.ip_address));
+    m.insert(
+        "shipping_address".into(),
+        text(c.details.shipping_address()),
+    );
+    m.insert("billing_address".into(), text(c.details.billing_address()));
+    m.insert("user_agent".into(), text(c.details.user_agent()));
+    m.insert("ip_address".into(), text(c.details.ip_address()));
     m.insert("checkout_time".into(), json!(c.time.as_micros()));
     m.insert(
         "click_id".into(),
@@ -225,10 +228,18 @@ async fn rows_read_back_equal_including_nulls_and_non_ascii() {
     organic.click = None;
     organic.user_name = None;
     organic.checkout.total_amount = None;
-    organic.checkout.user_agent = None;
+    organic.checkout.details = DetailTexts {
+        user_agent: None,
+        ..organic.checkout.details.texts()
+    }
+    .into();
     let mut unicode = row("k-ünï-碼-🛒", 19, 2_000_000);
     unicode.user_name = Some("Zoë Ångström 山田太郎 🚀".into());
-    unicode.checkout.shipping_address = Some("Straße 5, \"quoted\", back\\slash\nnewline".into());
+    unicode.checkout.details = DetailTexts {
+        shipping_address: Some("Straße 5, \"quoted\", back\\slash\nnewline"),
+        ..unicode.checkout.details.texts()
+    }
+    .into();
     unicode.checkout.total_amount = Some(0.01);
     // A checkout on another day lands in another partition.
     let mut next_day = row("k-next-day", 17, 86_400_000_000);

@@ -2,7 +2,7 @@
 //! postcard encodes well: UUIDs as 16 bytes, times as integer microseconds.
 
 use firstclick_engine::{EngineStats, Progress};
-use firstclick_model::{Checkout, EventTime, Id};
+use firstclick_model::{Checkout, DetailTexts, EventTime, Id};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -60,14 +60,6 @@ pub(crate) struct WireCheckout {
     pub(crate) ip_address: Option<String>,
 }
 
-fn text(s: &Option<Box<str>>) -> Option<String> {
-    s.as_ref().map(|t| t.to_string())
-}
-
-fn boxed(s: Option<String>) -> Option<Box<str>> {
-    s.map(String::into_boxed_str)
-}
-
 impl From<&Checkout> for WireCheckout {
     fn from(c: &Checkout) -> Self {
         WireCheckout {
@@ -75,12 +67,12 @@ impl From<&Checkout> for WireCheckout {
             user_id: c.user_id,
             product_id: (&c.product_id).into(),
             time: c.time.as_micros(),
-            payment_method: text(&c.payment_method),
+            payment_method: c.details.payment_method().map(str::to_owned),
             total_amount: c.total_amount,
-            shipping_address: text(&c.shipping_address),
-            billing_address: text(&c.billing_address),
-            user_agent: text(&c.user_agent),
-            ip_address: text(&c.ip_address),
+            shipping_address: c.details.shipping_address().map(str::to_owned),
+            billing_address: c.details.billing_address().map(str::to_owned),
+            user_agent: c.details.user_agent().map(str::to_owned),
+            ip_address: c.details.ip_address().map(str::to_owned),
         }
     }
 }
@@ -92,12 +84,15 @@ impl From<WireCheckout> for Checkout {
             user_id: w.user_id,
             product_id: w.product_id.into(),
             time: EventTime::from_micros(w.time),
-            payment_method: boxed(w.payment_method),
             total_amount: w.total_amount,
-            shipping_address: boxed(w.shipping_address),
-            billing_address: boxed(w.billing_address),
-            user_agent: boxed(w.user_agent),
-            ip_address: boxed(w.ip_address),
+            details: DetailTexts {
+                payment_method: w.payment_method.as_deref(),
+                shipping_address: w.shipping_address.as_deref(),
+                billing_address: w.billing_address.as_deref(),
+                user_agent: w.user_agent.as_deref(),
+                ip_address: w.ip_address.as_deref(),
+            }
+            .into(),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use firstclick_checkpoint::{apply, describe, ChangeLog, ElementKind, FormatError, PieceWriter};
 use firstclick_engine::{Engine, EngineConfig, Restorer};
-use firstclick_model::{Checkout, Click, EventTime, Id};
+use firstclick_model::{Checkout, Click, DetailTexts, EventTime, Id};
 
 fn engine_with_state(n: u64) -> Engine {
     let mut e = Engine::new(EngineConfig::default());
@@ -38,12 +38,15 @@ fn engine_with_state(n: u64) -> Engine {
                 user_id: (i % 50) as i64,
                 product_id: product,
                 time: EventTime::from_micros(1_700_000_000_000_000 + i as i64 * 1000 - 20_000_000),
-                payment_method: Some("card".into()),
                 total_amount: Some(i as f64 / 7.0),
-                shipping_address: None,
-                billing_address: Some("somewhere".into()),
-                user_agent: None,
-                ip_address: Some("::1".into()),
+                details: DetailTexts {
+                    payment_method: Some("card"),
+                    shipping_address: None,
+                    billing_address: Some("somewhere"),
+                    user_agent: None,
+                    ip_address: Some("::1"),
+                }
+                .into(),
             });
         }
     }

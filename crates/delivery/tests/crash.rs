@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use firstclick_checkpoint::{apply, describe, ElementKind, LogTail};
 use firstclick_delivery::{Command, Delivery, DeliveryConfig, Durable};
 use firstclick_engine::{Engine, EngineConfig, Restorer};
-use firstclick_model::{Checkout, Click, EventTime, Id};
+use firstclick_model::{Checkout, Click, DetailTexts, EventTime, Id};
 
 #[derive(Clone, Debug)]
 enum Input {
@@ -43,12 +43,15 @@ fn stream(seed: u64, n: usize) -> Vec<Input> {
                 user_id: user,
                 product_id: product,
                 time: EventTime::from_micros(t + jitter),
-                payment_method: Some("card".into()),
                 total_amount: Some(10.0 + i as f64),
-                shipping_address: None,
-                billing_address: None,
-                user_agent: Some("ua".into()),
-                ip_address: None,
+                details: DetailTexts {
+                    payment_method: Some("card"),
+                    shipping_address: None,
+                    billing_address: None,
+                    user_agent: Some("ua"),
+                    ip_address: None,
+                }
+                .into(),
             }));
         } else {
             let id = if rnd(20) == 0 && i > 0 {

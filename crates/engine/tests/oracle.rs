@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use firstclick_engine::{Engine, EngineConfig};
-use firstclick_model::{AttributionModel, Checkout, Click, EventTime, Id, ModelSet};
+use firstclick_model::{AttributionModel, Checkout, Click, DetailTexts, EventTime, Id, ModelSet};
 use proptest::prelude::*;
 
 const S: i64 = 1_000_000;
@@ -67,13 +67,16 @@ fn stream() -> impl Strategy<Value = Vec<Ev>> {
                     user_id: i64::from(user),
                     product_id: product(prod),
                     time,
-                    payment_method: None,
                     // Cents, sometimes none at all.
                     total_amount: (id % 5 != 0).then(|| f64::from(id) * 13.37 + 0.01),
-                    shipping_address: None,
-                    billing_address: None,
-                    user_agent: None,
-                    ip_address: None,
+                    details: DetailTexts {
+                        payment_method: None,
+                        shipping_address: None,
+                        billing_address: None,
+                        user_agent: None,
+                        ip_address: None,
+                    }
+                    .into(),
                 })
             };
             keyed.push((time.as_micros() + jitter, i * 2, ev.clone()));
@@ -323,12 +326,15 @@ fn checkout_at(id: &str, secs: i64, amount: Option<f64>) -> Ev {
         user_id: 1,
         product_id: Id::new("p"),
         time: EventTime::from_micros(secs * S),
-        payment_method: None,
         total_amount: amount,
-        shipping_address: None,
-        billing_address: None,
-        user_agent: None,
-        ip_address: None,
+        details: DetailTexts {
+            payment_method: None,
+            shipping_address: None,
+            billing_address: None,
+            user_agent: None,
+            ip_address: None,
+        }
+        .into(),
     })
 }
 

@@ -5,7 +5,7 @@ use firstclick_engine::{
     CheckoutOutcome, ClickOutcome, Engine, EngineConfig, EngineStats, FinalCheckout, Progress,
     Restorer,
 };
-use firstclick_model::{AttributionModel, Checkout, Click, EventTime, Id, ModelSet};
+use firstclick_model::{AttributionModel, Checkout, Click, DetailTexts, EventTime, Id, ModelSet};
 
 const S: i64 = 1_000_000;
 const HOUR: i64 = 3600 * S;
@@ -29,12 +29,15 @@ fn checkout(id: &str, user: i64, product: &str, at: EventTime) -> Checkout {
         user_id: user,
         product_id: Id::new(product),
         time: at,
-        payment_method: None,
         total_amount: None,
-        shipping_address: None,
-        billing_address: None,
-        user_agent: None,
-        ip_address: None,
+        details: DetailTexts {
+            payment_method: None,
+            shipping_address: None,
+            billing_address: None,
+            user_agent: None,
+            ip_address: None,
+        }
+        .into(),
     }
 }
 

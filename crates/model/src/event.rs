@@ -24,6 +24,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::details::{CheckoutDetails, DetailTexts};
 use crate::error::{BadMessage, EventKind};
 use crate::id::Id;
 use crate::scan::{self, ScanOutcome};
@@ -47,6 +48,7 @@ pub struct Click {
 
 /// A checkout of one product by one user, with everything the output row copies from it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "CheckoutFields", into = "CheckoutFields")]
 pub struct Checkout {
     /// The checkout's unique id; the output has exactly one row per id.
     pub checkout_id: Id,
@@ -56,18 +58,65 @@ pub struct Checkout {
     pub product_id: Id,
     /// When it happened (`datetime_occured`).
     pub time: EventTime,
-    /// Copied to the row.
-    pub payment_method: Option<Box<str>>,
     /// Copied to the row (NUMERIC).
     pub total_amount: Option<f64>,
-    /// Copied to the row.
-    pub shipping_address: Option<Box<str>>,
-    /// Copied to the row.
-    pub billing_address: Option<Box<str>>,
-    /// Copied to the row.
-    pub user_agent: Option<Box<str>>,
-    /// Copied to the row.
-    pub ip_address: Option<Box<str>>,
+    /// The texts copied to the row: payment method, addresses, user agent, IP address.
+    pub details: CheckoutDetails,
+}
+
+/// A checkout's serialized form (snapshots, test fixtures): one field per column, as the
+/// producers send them.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct CheckoutFields {
+    checkout_id: Id,
+    user_id: UserId,
+    product_id: Id,
+    time: EventTime,
+    payment_method: Option<Box<str>>,
+    total_amount: Option<f64>,
+    shipping_address: Option<Box<str>>,
+    billing_address: Option<Box<str>>,
+    user_agent: Option<Box<str>>,
+    ip_address: Option<Box<str>>,
+}
+
+impl From<CheckoutFields> for Checkout {
+    fn from(f: CheckoutFields) -> Self {
+        Checkout {
+            details: DetailTexts {
+                payment_method: f.payment_method.as_deref(),
+                shipping_address: f.shipping_address.as_deref(),
+                billing_address: f.billing_address.as_deref(),
+                user_agent: f.user_agent.as_deref(),
+                ip_address: f.ip_address.as_deref(),
+            }
+            .into(),
+            checkout_id: f.checkout_id,
+            user_id: f.user_id,
+            product_id: f.product_id,
+            time: f.time,
+            total_amount: f.total_amount,
+        }
+    }
+}
+
+impl From<Checkout> for CheckoutFields {
+    fn from(c: Checkout) -> Self {
+        let t = c.details.texts();
+        let boxed = |s: Option<&str>| s.map(Box::<str>::from);
+        CheckoutFields {
+            payment_method: boxed(t.payment_method),
+            shipping_address: boxed(t.shipping_address),
+            billing_address: boxed(t.billing_address),
+            user_agent: boxed(t.user_agent),
+            ip_address: boxed(t.ip_address),
+            checkout_id: c.checkout_id,
+            user_id: c.user_id,
+            product_id: c.product_id,
+            time: c.time,
+            total_amount: c.total_amount,
+        }
+    }
 }
 
 /// Parses one click message.
@@ -175,18 +224,20 @@ struct RawCheckout<'a> {
 
 impl RawCheckout<'_> {
     fn validate(self) -> Result<Checkout, ()> {
-        let boxed = |c: Option<Cow<'_, str>>| c.map(|c| Box::<str>::from(c.as_ref()));
         Ok(Checkout {
             checkout_id: Id::new(&self.checkout_id.ok_or(())?),
             user_id: self.user_id.ok_or(())?,
             product_id: Id::new(&self.product_id.ok_or(())?),
             time: parse_timestamp(self.datetime_occured.ok_or(())?.as_bytes()).map_err(|_| ())?,
-            payment_method: boxed(self.payment_method),
             total_amount: self.total_amount,
-            shipping_address: boxed(self.shipping_address),
-            billing_address: boxed(self.billing_address),
-            user_agent: boxed(self.user_agent),
-            ip_address: boxed(self.ip_address),
+            details: DetailTexts {
+                payment_method: self.payment_method.as_deref(),
+                shipping_address: self.shipping_address.as_deref(),
+                billing_address: self.billing_address.as_deref(),
+                user_agent: self.user_agent.as_deref(),
+                ip_address: self.ip_address.as_deref(),
+            }
+            .into(),
         })
     }
 }
@@ -488,17 +539,31 @@ fn click_from_value(obj: &Obj) -> Result<Click, BadMessage> {
 
 fn checkout_from_value(obj: &Obj) -> Result<Checkout, BadMessage> {
     let k = EventKind::Checkout;
+    // Fields are checked in this order, so the first bad one is the one reported.
+    let checkout_id = id_value(obj, k, "checkout_id")?;
+    let user_id = user_id_value(obj, k)?;
+    let product_id = id_value(obj, k, "product_id")?;
+    let time = time_value(obj, k)?;
+    let payment_method = text_value(obj, k, "payment_method")?;
+    let total_amount = amount_value(obj, k)?;
+    let shipping_address = text_value(obj, k, "shipping_address")?;
+    let billing_address = text_value(obj, k, "billing_address")?;
+    let user_agent = text_value(obj, k, "user_agent")?;
+    let ip_address = text_value(obj, k, "ip_address")?;
     Ok(Checkout {
-        checkout_id: id_value(obj, k, "checkout_id")?,
-        user_id: user_id_value(obj, k)?,
-        product_id: id_value(obj, k, "product_id")?,
-        time: time_value(obj, k)?,
-        payment_method: text_value(obj, k, "payment_method")?,
-        total_amount: amount_value(obj, k)?,
-        shipping_address: text_value(obj, k, "shipping_address")?,
-        billing_address: text_value(obj, k, "billing_address")?,
-        user_agent: text_value(obj, k, "user_agent")?,
-        ip_address: text_value(obj, k, "ip_address")?,
+        checkout_id,
+        user_id,
+        product_id,
+        time,
+        total_amount,
+        details: DetailTexts {
+            payment_method: payment_method.as_deref(),
+            shipping_address: shipping_address.as_deref(),
+            billing_address: billing_address.as_deref(),
+            user_agent: user_agent.as_deref(),
+            ip_address: ip_address.as_deref(),
+        }
+        .into(),
     })
 }
 
@@ -589,8 +654,8 @@ mod tests {
         let c = parse_checkout(text.as_bytes()).expect("valid");
         assert_eq!(c.product_id.to_string(), "44");
         assert_eq!(c.total_amount, Some(19.99));
-        assert_eq!(c.shipping_address, None);
-        assert_eq!(c.ip_address.as_deref(), Some("127"));
+        assert_eq!(c.details.shipping_address(), None);
+        assert_eq!(c.details.ip_address(), Some("127"));
         let bad = text.replace("\"19.99\"", "\"lots\"");
         let e = parse_checkout(bad.as_bytes()).expect_err("bad amount");
         assert_eq!(e.field, Some("total_amount"));

@@ -7,6 +7,8 @@
 //!   [`time::wall_clock`] for the services' own bookkeeping.
 //! - [`id`]: a compact identifier that stores canonical UUIDs in 16 bytes and anything else as text.
 //! - [`event`]: [`Click`] and [`Checkout`], parsed and validated from one JSON message each.
+//! - [`details`]: [`CheckoutDetails`], the texts a row copies from its checkout, in one
+//!   allocation.
 //! - `scan` (private): the single-pass JSON scanner behind the fast path of [`event`]; its
 //!   property tests against serde_json are `event::equivalence_tests` (test builds only).
 //! - [`error`]: [`BadMessage`], which names the field and the reason a message was refused.
@@ -20,6 +22,7 @@
 //! Nothing here does I/O (only [`time::wall_clock`] reads the system clock); every other crate
 //! of the workspace builds on these types.
 
+pub mod details;
 pub mod error;
 pub mod event;
 pub mod id;
@@ -30,6 +33,7 @@ pub mod time;
 pub mod touch;
 pub mod user;
 
+pub use details::{CheckoutDetails, DetailTexts};
 pub use error::{BadMessage, EventKind};
 pub use event::{parse_checkout, parse_click, Checkout, Click, UserId};
 pub use id::Id;

@@ -253,8 +253,9 @@ impl RowRef<'_> {
         json_opt_str(out, self.user_name);
         out.extend_from_slice(b",\"product_id\":");
         json_id(out, &c.product_id);
+        let d = c.details.texts();
         out.extend_from_slice(b",\"payment_method\":");
-        json_opt_str(out, c.payment_method.as_deref());
+        json_opt_str(out, d.payment_method);
         out.extend_from_slice(b",\"total_amount\":");
         match c.total_amount {
             // serde_json writes finite floats with ryu, as the Serialize path does.
@@ -264,13 +265,13 @@ impl RowRef<'_> {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"shipping_address\":");
-        json_opt_str(out, c.shipping_address.as_deref());
+        json_opt_str(out, d.shipping_address);
         out.extend_from_slice(b",\"billing_address\":");
-        json_opt_str(out, c.billing_address.as_deref());
+        json_opt_str(out, d.billing_address);
         out.extend_from_slice(b",\"user_agent\":");
-        json_opt_str(out, c.user_agent.as_deref());
+        json_opt_str(out, d.user_agent);
         out.extend_from_slice(b",\"ip_address\":");
-        json_opt_str(out, c.ip_address.as_deref());
+        json_opt_str(out, d.ip_address);
         out.extend_from_slice(b",\"checkout_time\":");
         json_time(out, c.time);
         out.extend_from_slice(b",\"click_id\":");
@@ -345,12 +346,12 @@ impl Serialize for AttributedRow {
         m.serialize_entry("user_id", &c.user_id.to_string())?;
         m.serialize_entry("user_name", &self.user_name)?;
         m.serialize_entry("product_id", &c.product_id)?;
-        m.serialize_entry("payment_method", &c.payment_method)?;
+        m.serialize_entry("payment_method", &c.details.payment_method())?;
         m.serialize_entry("total_amount", &c.total_amount)?;
-        m.serialize_entry("shipping_address", &c.shipping_address)?;
-        m.serialize_entry("billing_address", &c.billing_address)?;
-        m.serialize_entry("user_agent", &c.user_agent)?;
-        m.serialize_entry("ip_address", &c.ip_address)?;
+        m.serialize_entry("shipping_address", &c.details.shipping_address())?;
+        m.serialize_entry("billing_address", &c.details.billing_address())?;
+        m.serialize_entry("user_agent", &c.details.user_agent())?;
+        m.serialize_entry("ip_address", &c.details.ip_address())?;
         m.serialize_entry("checkout_time", &c.time.to_rfc3339())?;
         m.serialize_entry("click_id", &self.click.as_ref().map(|k| &k.click_id))?;
         m.serialize_entry(
@@ -419,7 +420,11 @@ mod tests {
         assert_eq!(r.to_json(), serde_json::to_string(&r).expect("serializes"));
         r.click = None;
         r.user_name = Some("quote \" backslash \\ tab \t é".into());
-        r.checkout.ip_address = Some("\u{1}".into());
+        r.checkout.details = crate::DetailTexts {
+            ip_address: Some("\u{1}"),
+            ..r.checkout.details.texts()
+        }
+        .into();
         r.checkout.total_amount = Some(0.1 + 0.2);
         assert_eq!(r.to_json(), serde_json::to_string(&r).expect("serializes"));
         let back: serde_json::Value = serde_json::from_str(&r.to_json()).expect("valid JSON");

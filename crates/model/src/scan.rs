@@ -41,6 +41,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::str::FromStr;
 
+use crate::details::DetailTexts;
 use crate::event::{amount_from_text, user_id_from_text, Checkout, Click, UserId};
 use crate::id::{parse_canonical_uuid, Id};
 use crate::time::{parse_timestamp, EventTime};
@@ -147,12 +148,12 @@ fn scan_checkout(bytes: &[u8], index: bool) -> R<Checkout> {
             b"user_id" => user_id.set(cur.user_id()?)?,
             b"product_id" => product_id.set(cur.id()?)?,
             b"datetime_occured" => time.set(cur.time()?)?,
-            b"payment_method" => payment_method.set(cur.boxed_text()?)?,
+            b"payment_method" => payment_method.set(cur.detail_text()?)?,
             b"total_amount" => total_amount.set(cur.amount()?)?,
-            b"shipping_address" => shipping_address.set(cur.boxed_text()?)?,
-            b"billing_address" => billing_address.set(cur.boxed_text()?)?,
-            b"user_agent" => user_agent.set(cur.boxed_text()?)?,
-            b"ip_address" => ip_address.set(cur.boxed_text()?)?,
+            b"shipping_address" => shipping_address.set(cur.detail_text()?)?,
+            b"billing_address" => billing_address.set(cur.detail_text()?)?,
+            b"user_agent" => user_agent.set(cur.detail_text()?)?,
+            b"ip_address" => ip_address.set(cur.detail_text()?)?,
             _ => cur.skip_value()?,
         }
     }
@@ -162,12 +163,15 @@ fn scan_checkout(bytes: &[u8], index: bool) -> R<Checkout> {
         user_id: user_id.required()?,
         product_id: product_id.required()?,
         time: time.required()?,
-        payment_method: payment_method.optional(),
         total_amount: total_amount.optional(),
-        shipping_address: shipping_address.optional(),
-        billing_address: billing_address.optional(),
-        user_agent: user_agent.optional(),
-        ip_address: ip_address.optional(),
+        details: DetailTexts {
+            payment_method: payment_method.optional().as_deref(),
+            shipping_address: shipping_address.optional().as_deref(),
+            billing_address: billing_address.optional().as_deref(),
+            user_agent: user_agent.optional().as_deref(),
+            ip_address: ip_address.optional().as_deref(),
+        }
+        .into(),
     })
 }
 
@@ -878,19 +882,20 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// A text of the checkout's details, borrowed from the line unless it had escapes (the
+    /// details are copied into one buffer afterwards).
     #[inline]
-    fn boxed_text(&mut self) -> R<Option<Box<str>>> {
+    fn detail_text(&mut self) -> R<Option<Cow<'a, str>>> {
         // The common case: a string without escapes.
         if self.peek_ws() == Some(b'"') {
             let start = self.pos + 1;
             let end = self.string_stop(start)?;
             if self.bytes[end] == b'"' {
                 self.pos = end + 1;
-                let text = self.text_at(start..end)?;
-                return Ok(Some(Box::from(text)));
+                return Ok(Some(Cow::Borrowed(self.text_at(start..end)?)));
             }
         }
-        Ok(self.text()?.map(|t| Box::from(t.as_ref())))
+        self.text()
     }
 
     /// `datetime_occured`: a text field that must hold a timestamp.

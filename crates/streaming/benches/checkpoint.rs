@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use firstclick_delivery::{Command, Delivery, DeliveryConfig, Durable};
 use firstclick_engine::{Engine, EngineConfig};
-use firstclick_model::{Checkout, Click, EventTime, Id};
+use firstclick_model::{Checkout, Click, DetailTexts, EventTime, Id};
 use firstclick_redis::{CheckpointStore, RedisArgs};
 use tokio_util::sync::CancellationToken;
 
@@ -74,14 +74,17 @@ impl Stream {
                 user_id: user,
                 product_id: self.rng.id(),
                 time,
-                payment_method: Some("credit_card".into()),
                 total_amount: Some((self.rng.next() % 50_000) as f64 / 100.0),
-                shipping_address: Some("742 Evergreen Terrace, Springfield".into()),
-                billing_address: Some("742 Evergreen Terrace, Springfield".into()),
-                user_agent: Some(
-                    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0".into(),
-                ),
-                ip_address: Some("203.0.113.17".into()),
+                details: DetailTexts {
+                    payment_method: Some("credit_card"),
+                    shipping_address: Some("742 Evergreen Terrace, Springfield"),
+                    billing_address: Some("742 Evergreen Terrace, Springfield"),
+                    user_agent: Some(
+                        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0",
+                    ),
+                    ip_address: Some("203.0.113.17"),
+                }
+                .into(),
             });
         }
         self.t += self.step;

@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use firstclick_bigquery::{BigQuery, BigQueryArgs};
 use firstclick_cli::GcpArgs;
-use firstclick_model::{AttributedRow, AttributionModel, Checkout, ClickRef, EventTime, Id};
+use firstclick_model::{
+    AttributedRow, AttributionModel, Checkout, ClickRef, DetailTexts, EventTime, Id,
+};
 
 /// `BIGQUERY_EMULATOR_HOST`, or a panic that says how to start the emulator.
 pub(crate) fn emulator_host() -> String {
@@ -90,12 +92,15 @@ pub(crate) fn row(checkout_id: &str, user_id: i64, offset_micros: i64) -> Attrib
             user_id,
             product_id: Id::new("5b0e7fd8-5bd8-4c1e-9c0e-6f0b8f3b8a11"),
             time: EventTime::from_micros(T0 + offset_micros),
-            payment_method: Some("credit_card".into()),
             total_amount: Some(123.45),
-            shipping_address: Some("1 Main St".into()),
-            billing_address: Some("2 Side St".into()),
-            user_agent: Some("Mozilla/5.0".into()),
-            ip_address: Some("10.0.0.1".into()),
+            details: DetailTexts {
+                payment_method: Some("credit_card"),
+                shipping_address: Some("1 Main St"),
+                billing_address: Some("2 Side St"),
+                user_agent: Some("Mozilla/5.0"),
+                ip_address: Some("10.0.0.1"),
+            }
+            .into(),
         },
         user_name: Some("Ada Lovelace".into()),
         click: Some(ClickRef {

@@ -736,8 +736,12 @@ fn tricky_numbers() {
     assert_eq!(amount("\" 19.99 \""), Some(19.99));
     assert_eq!(amount("18446744073709551616"), Some(18446744073709551616.0));
     assert_eq!(amount("null"), None);
-    let text =
-        |v: &str| scan_checkout_ok(&checkout_with(&format!(",\"ip_address\":{v}"))).ip_address;
+    let text = |v: &str| {
+        scan_checkout_ok(&checkout_with(&format!(",\"ip_address\":{v}")))
+            .details
+            .ip_address()
+            .map(str::to_owned)
+    };
     assert_eq!(text("1.5e3").as_deref(), Some("1500.0"));
     assert_eq!(text("-0").as_deref(), Some("-0.0"));
     assert_eq!(text("-12").as_deref(), Some("-12"));
@@ -855,11 +859,11 @@ fn checkout_text_fields() {
         r#","payment_method":"card","total_amount":19.99,"shipping_address":"1 Main St, \"Apt\" 2","billing_address":null,"user_agent":"Mozilla\/5.0 é","ip_address":"127.0.0.1","extra":{"a":[1,2]}"#,
     ));
     assert_eq!(c.checkout_id.to_string(), "c1");
-    assert_eq!(c.payment_method.as_deref(), Some("card"));
-    assert_eq!(c.shipping_address.as_deref(), Some("1 Main St, \"Apt\" 2"));
-    assert_eq!(c.billing_address, None);
-    assert_eq!(c.user_agent.as_deref(), Some("Mozilla/5.0 é"));
-    assert_eq!(c.ip_address.as_deref(), Some("127.0.0.1"));
+    assert_eq!(c.details.payment_method(), Some("card"));
+    assert_eq!(c.details.shipping_address(), Some("1 Main St, \"Apt\" 2"));
+    assert_eq!(c.details.billing_address(), None);
+    assert_eq!(c.details.user_agent(), Some("Mozilla/5.0 é"));
+    assert_eq!(c.details.ip_address(), Some("127.0.0.1"));
     assert_eq!(c.total_amount, Some(19.99));
 }
 
