@@ -5,17 +5,22 @@
                [--clicks C --checkouts K [--lookback-secs 3600]]   # judge the differences
 
 Counts the rows of each side, and compares the sets of (checkout_id, click_id) pairs (click_id
-null = organic). With the inputs given, every checkout on which the two disagree is also judged
+null = organic), then whole rows but processed_at (timestamps compared as instants: Flink writes
+04.05Z where firstclick writes 04.050Z). With the inputs given, every checkout on which the two disagree is also judged
 against a brute-force evaluation of the rule (docs/design.md §1) on the raw files, which says
 which side (if either) credited the right click. Standard library only. Exit status 0 whether
 or not they agree (the summary says); 1 on unreadable input.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_MICRO = timedelta(microseconds=1)
 
 
 def flink_files(d):
@@ -27,7 +32,8 @@ def flink_files(d):
 
 
 def read_rows(paths):
-    """checkout_id -> (click_id, click_time, user_name); plus row count and duplicate ids."""
+    """checkout_id -> (click_id, click_time, user_name, a digest of the whole row but processed_at
+    with times as microseconds); plus the row count and the number of repeated checkout ids."""
     rows, n, dups = {}, 0, 0
     for p in paths:
         with open(p, encoding="utf-8") as f:
@@ -39,22 +45,35 @@ def read_rows(paths):
                 k = o["checkout_id"]
                 if k in rows:
                     dups += 1
-                rows[k] = (o.get("click_id"), micros(o.get("click_time")), o.get("user_name"))
+                o.pop("processed_at", None)
+                for c in ("checkout_time", "click_time"):
+                    o[c] = micros(o.get(c))
+                whole = hashlib.blake2b(json.dumps(o, sort_keys=True).encode(), digest_size=16)
+                rows[k] = (o.get("click_id"), o["click_time"], o.get("user_name"), whole.digest())
     return rows, n, dups
+
+
+def fetch(paths, keys):
+    """The rows (as dicts) of the given checkout ids, for printing examples."""
+    out = {}
+    for p in paths:
+        with open(p, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    o = json.loads(line)
+                    if o.get("checkout_id") in keys:
+                        out[o["checkout_id"]] = o
+    return out
 
 
 def micros(s):
     """An RFC 3339 / 'YYYY-MM-DD HH:MM:SS.fff' UTC time as integer microseconds (None stays None)."""
     if s is None:
         return None
-    s = s.replace("T", " ").rstrip("Z")
-    if "." in s:
-        head, frac = s.split(".", 1)
-        frac = (frac + "000000")[:6]
-    else:
-        head, frac = s, "000000"
-    dt = datetime.strptime(head, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
-    return int(dt.timestamp()) * 1_000_000 + int(frac)
+    dt = datetime.fromisoformat(s)  # Python 3.11+: takes 'Z' and 1-6 (or more) fraction digits
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - EPOCH) // ONE_MICRO
 
 
 def oracle(keys, clicks_path, checkouts_path, lookback_s):
@@ -114,6 +133,7 @@ def main():
     click_diff = sorted(k for k in both if fc[k][0] != fl[k][0])
     time_diff = sum(1 for k in both if fc[k][0] == fl[k][0] and fc[k][1] != fl[k][1])
     name_diff = sum(1 for k in both if fc[k][2] != fl[k][2])
+    row_diff = [k for k in both if fc[k][3] != fl[k][3]]
     summary = {
         "firstclick_rows": fc_n,
         "firstclick_duplicate_checkout_ids": fc_dups,
@@ -129,6 +149,7 @@ def main():
         "checkouts_different_click": len(click_diff),
         "same_click_different_click_time": time_diff,
         "different_user_name": name_diff,
+        "rows_differing_in_any_column": len(row_diff),
     }
     summary["agree"] = (summary["pairs_only_firstclick"] == 0 and summary["pairs_only_flink"] == 0
                         and fc_dups == 0 and fl_dups == 0)
@@ -140,6 +161,18 @@ def main():
     print(f"checkouts only in firstclick: {len(only_fc)}, only in flink: {len(only_fl)}, "
           f"in both with a different click: {len(click_diff)}; same click but different "
           f"click_time: {time_diff}; different user_name: {name_diff}")
+    print(f"rows in both that differ in any column but processed_at (times compared as "
+          f"instants): {len(row_diff)}")
+    shown = sorted(row_diff)[: args.examples]
+    fc_ex, fl_ex = fetch([args.firstclick], set(shown)), fetch(files, set(shown))
+    for k in shown:
+        a, b = fc_ex[k], fl_ex[k]
+        for o in (a, b):
+            o.pop("processed_at", None)
+            for c in ("checkout_time", "click_time"):
+                o[c] = micros(o.get(c))
+        print(f"  {k}: " + ", ".join(f"{c}: {a.get(c)!r} vs {b.get(c)!r}"
+                                     for c in sorted(a.keys() | b.keys()) if a.get(c) != b.get(c)))
     for k in click_diff[: args.examples]:
         print(f"  {k}: firstclick {fc[k][0]} @ {fc[k][1]}, flink {fl[k][0]} @ {fl[k][1]}")
     for k in sorted(only_fc)[: args.examples]:

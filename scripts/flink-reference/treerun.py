@@ -10,7 +10,7 @@ orphaned descendant is re-parented to it, and waits for all of them before it ex
 CPU time and RSS count in its rusage, which /usr/bin/time reads.
 
 /usr/bin/time's peak RSS is that of the largest single process. This wrapper also samples the
-sum of the RSS of all its descendants every 0.2 s and writes the largest sum (KiB) to PEAK_FILE.
+sum of the RSS of all its descendants every 0.1 s and writes the largest sum (KiB) to PEAK_FILE.
 Its own exit status is the command's.
 """
 
@@ -21,7 +21,7 @@ import sys
 import threading
 
 PR_SET_CHILD_SUBREAPER = 36
-INTERVAL_S = 0.2
+INTERVAL_S = 0.1
 
 
 def descendants(pid):
