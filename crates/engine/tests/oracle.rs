@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use firstclick_engine::{Engine, EngineConfig};
-use firstclick_model::{AttributionModel, Checkout, Click, DetailTexts, EventTime, Id, ModelSet};
+use firstclick_model::{
+    AttributionModel, Checkout, CheckoutDetails, Click, EventTime, Id, ModelSet,
+};
 use proptest::prelude::*;
 
 const S: i64 = 1_000_000;
@@ -69,14 +71,7 @@ fn stream() -> impl Strategy<Value = Vec<Ev>> {
                     time,
                     // Cents, sometimes none at all.
                     total_amount: (id % 5 != 0).then(|| f64::from(id) * 13.37 + 0.01),
-                    details: DetailTexts {
-                        payment_method: None,
-                        shipping_address: None,
-                        billing_address: None,
-                        user_agent: None,
-                        ip_address: None,
-                    }
-                    .into(),
+                    details: CheckoutDetails::default(),
                 })
             };
             keyed.push((time.as_micros() + jitter, i * 2, ev.clone()));
@@ -327,14 +322,7 @@ fn checkout_at(id: &str, secs: i64, amount: Option<f64>) -> Ev {
         product_id: Id::new("p"),
         time: EventTime::from_micros(secs * S),
         total_amount: amount,
-        details: DetailTexts {
-            payment_method: None,
-            shipping_address: None,
-            billing_address: None,
-            user_agent: None,
-            ip_address: None,
-        }
-        .into(),
+        details: CheckoutDetails::default(),
     })
 }
 

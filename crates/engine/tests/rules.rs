@@ -5,7 +5,9 @@ use firstclick_engine::{
     CheckoutOutcome, ClickOutcome, Engine, EngineConfig, EngineStats, FinalCheckout, Progress,
     Restorer,
 };
-use firstclick_model::{AttributionModel, Checkout, Click, DetailTexts, EventTime, Id, ModelSet};
+use firstclick_model::{
+    AttributionModel, Checkout, CheckoutDetails, Click, EventTime, Id, ModelSet,
+};
 
 const S: i64 = 1_000_000;
 const HOUR: i64 = 3600 * S;
@@ -30,14 +32,7 @@ fn checkout(id: &str, user: i64, product: &str, at: EventTime) -> Checkout {
         product_id: Id::new(product),
         time: at,
         total_amount: None,
-        details: DetailTexts {
-            payment_method: None,
-            shipping_address: None,
-            billing_address: None,
-            user_agent: None,
-            ip_address: None,
-        }
-        .into(),
+        details: CheckoutDetails::default(),
     }
 }
 

@@ -115,11 +115,6 @@ impl CheckoutDetails {
     pub fn ip_address(&self) -> Option<&str> {
         self.field(4)
     }
-
-    /// Heap bytes held.
-    pub fn heap_bytes(&self) -> usize {
-        self.text.len()
-    }
 }
 
 impl fmt::Debug for CheckoutDetails {
