@@ -107,6 +107,7 @@ impl Router {
             }
         };
         let p = partition_of(user, self.partitions.len() as u32) as usize;
+        tracing::trace!(message_id = %m.message_id, kind = %self.kind, user, partition = p, "routing");
         let mut out = OutgoingMessage::new(m.data);
         for (k, v) in m.attributes {
             out = out.with_attribute(k, v);
@@ -121,7 +122,10 @@ impl Router {
         let (ack, message_id) = (m.ack, m.message_id);
         in_flight.spawn(async move {
             match publish.await {
-                Ok(_) => ack.ack(),
+                Ok(_) => {
+                    tracing::trace!(message_id, partition = p, "routed");
+                    ack.ack();
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, message_id, partition = p, "router: cannot publish to the partition topic; the message will be redelivered");
                     ack.nack();
