@@ -190,7 +190,9 @@ impl Deployment {
             .env("BQ_TABLE", "attributed_checkouts")
             .env("PUBSUB_ACK_DEADLINE_SECS", "10")
             .env("PUBSUB_STREAMS", "2")
-            .env("RECOVERY_HOLD_SECS", "15")
+            // A SIGKILLed owner's messages came back to the next owner 30 s after it took
+            // them in (traced; longer than the 10 s ack deadline), and the hold must cover that.
+            .env("RECOVERY_HOLD_SECS", "35")
             .env("IDLE_TIMEOUT_SECS", "5")
             .env("CHECKPOINT_INTERVAL_SECS", "1")
             .env("STATS_INTERVAL_SECS", "5")
