@@ -207,18 +207,22 @@ impl Worker {
                 ack,
             } => {
                 // Duplicates and late clicks are in the engine's statistics, which the
-                // metrics export as they are; each click's fate is traced for debugging.
-                let (click_id, user, time) = (click.click_id.clone(), click.user_id, click.time);
+                // metrics export as they are; each click's fate is traced for debugging (its
+                // id copied only when the trace is on: this runs for every click).
+                let traced = tracing::enabled!(tracing::Level::TRACE)
+                    .then(|| (click.click_id.clone(), click.user_id, click.time));
                 let outcome: ClickOutcome = self.core.on_click(stream, click, ack, data);
-                tracing::trace!(
-                    partition = self.cfg.partition,
-                    %click_id,
-                    user,
-                    time = %time.to_rfc3339(),
-                    ?outcome,
-                    watermark = ?self.core.engine().watermark().map(|w| w.to_rfc3339()),
-                    "click taken in"
-                );
+                if let Some((click_id, user, time)) = traced {
+                    tracing::trace!(
+                        partition = self.cfg.partition,
+                        %click_id,
+                        user,
+                        time = %time.to_rfc3339(),
+                        ?outcome,
+                        watermark = ?self.core.engine().watermark().map(|w| w.to_rfc3339()),
+                        "click taken in"
+                    );
+                }
             }
             Input::Alive { stream } => self.core.on_alive(stream),
             Input::Checkout {

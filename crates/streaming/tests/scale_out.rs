@@ -190,9 +190,7 @@ impl Deployment {
             .env("BQ_TABLE", "attributed_checkouts")
             .env("PUBSUB_ACK_DEADLINE_SECS", "10")
             .env("PUBSUB_STREAMS", "2")
-            // A SIGKILLed owner's messages came back to the next owner 30 s after it took
-            // them in (traced; longer than the 10 s ack deadline), and the hold must cover that.
-            .env("RECOVERY_HOLD_SECS", "35")
+            .env("RECOVERY_HOLD_SECS", RECOVERY_HOLD_SECS)
             .env("IDLE_TIMEOUT_SECS", "5")
             .env("CHECKPOINT_INTERVAL_SECS", "1")
             .env("STATS_INTERVAL_SECS", "5")
@@ -314,6 +312,11 @@ impl Deployment {
 /// owner gets it. Traced with 25 s: clicks reached their partition 27 s behind its
 /// watermark, were counted late, and their checkouts were already written.
 const OUT_OF_ORDERNESS_SECS: &str = "40";
+
+/// The workers' takeover hold: it must cover how long a dead owner's messages take to come
+/// back to the next owner. Traced at 30 s after a SIGKILL (longer than the 10 s ack deadline,
+/// so the default of ack deadline + 5 s is too short here).
+const RECOVERY_HOLD_SECS: &str = "35";
 
 fn gcp() -> GcpArgs {
     GcpArgs {
