@@ -234,6 +234,30 @@ pub enum PubSubError {
     },
 }
 
+impl PubSubError {
+    /// Whether waiting may fix it: Pub/Sub did not answer, or not in time, or answered that it
+    /// is overloaded or briefly unable. A wrong set-up (missing subscription, rejected
+    /// credentials, a bad name) is not, and retrying it would only hide what to fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PubSubError::EmulatorUnreachable { .. }
+            | PubSubError::Unreachable { .. }
+            | PubSubError::Timeout { .. } => true,
+            PubSubError::Rpc { cause, .. } | PubSubError::Stream { cause, .. } => matches!(
+                code_of(cause),
+                Some(
+                    Code::Unavailable
+                        | Code::DeadlineExceeded
+                        | Code::ResourceExhausted
+                        | Code::Aborted
+                        | Code::Internal
+                )
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Where an operation was sent, for error messages.
 #[derive(Clone, Debug)]
 pub(crate) struct ErrorContext {
@@ -306,4 +330,31 @@ impl ErrorContext {
 /// The status code of a client error, if the server answered.
 pub(crate) fn code_of(err: &ClientError) -> Option<Code> {
     err.status().map(|s| s.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unanswered_call_is_transient_and_a_wrong_set_up_is_not() {
+        let timeout = PubSubError::Timeout {
+            operation: "checking subscription s".into(),
+            target: "127.0.0.1:8085".into(),
+            after: Duration::from_secs(5),
+            hint: String::new(),
+        };
+        assert!(timeout.is_transient());
+        let missing = PubSubError::NotFound {
+            kind: "subscription",
+            name: "projects/p/subscriptions/s".into(),
+        };
+        assert!(!missing.is_transient());
+        let bad_name = PubSubError::InvalidName {
+            kind: "subscription",
+            name: "a b".into(),
+            reason: "spaces",
+        };
+        assert!(!bad_name.is_transient());
+    }
 }

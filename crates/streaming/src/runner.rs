@@ -172,22 +172,15 @@ pub(crate) async fn run_partition(shared: Arc<Shared>, a: Assignment) -> anyhow:
     );
 
     let topology = &a.topology;
-    let clicks = Subscription::start(&shared.conn, &topology.click_subscription, options.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot subscribe to {} (run create-pubsub first)",
-                topology.click_subscription
-            )
-        })?;
-    let checkouts = Subscription::start(&shared.conn, &topology.checkout_subscription, options)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot subscribe to {} (run create-pubsub first)",
-                topology.checkout_subscription
-            )
-        })?;
+    let Some(clicks) = subscribe(&shared.conn, &topology.click_subscription, &options, &a).await?
+    else {
+        return Ok(Ended::Clean);
+    };
+    let Some(checkouts) =
+        subscribe(&shared.conn, &topology.checkout_subscription, &options, &a).await?
+    else {
+        return Ok(Ended::Clean);
+    };
 
     let (tx, rx) = mpsc::channel(4096);
     let max_future_micros = i64::try_from(args.service.max_future_secs)
@@ -238,5 +231,35 @@ pub(crate) async fn run_partition(shared: Arc<Shared>, a: Assignment) -> anyhow:
     match crate::shutdown::after_worker(worker_result, &a.forced, unacked)? {
         true => Ok(Ended::Clean),
         false => Ok(Ended::Forced),
+    }
+}
+
+/// Subscribes to one of the partition's subscriptions, retrying while Pub/Sub does not answer
+/// (a takeover happens when things are slow: a worker was paused, the emulator is busy).
+/// `None` when the partition was stopped first: nothing was pulled, so nothing is owed.
+/// `Err` only for what waiting does not fix (the subscription is missing).
+async fn subscribe(
+    conn: &Connection,
+    subscription: &str,
+    options: &SubscribeOptions,
+    a: &Assignment,
+) -> anyhow::Result<Option<Subscription>> {
+    let started = crate::outage::retry(
+        "Pub/Sub (subscribing)",
+        &a.stop,
+        |e: &firstclick_pubsub::PubSubError| e.is_transient(),
+        || Subscription::start(conn, subscription, options.clone()),
+    )
+    .await;
+    match started {
+        Ok(sub) => Ok(Some(sub)),
+        Err(crate::outage::GaveUp::Stopped { error, .. }) => {
+            tracing::info!(partition = a.partition, %subscription, reason = %error, "stopped while subscribing");
+            Ok(None)
+        }
+        Err(crate::outage::GaveUp::Permanent { error, .. }) => Err(anyhow::Error::new(error))
+            .with_context(|| {
+                format!("cannot subscribe to {subscription} (run create-pubsub first)")
+            }),
     }
 }
