@@ -3,6 +3,7 @@
 //! reason as attributes, and acknowledged only once the dead-letter topic has it; if that
 //! publish fails, the message is nacked and comes back later. Nothing is dropped silently.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -119,12 +120,32 @@ fn original_publish_time(m: &ReceivedMessage) -> Option<std::time::SystemTime> {
         .or(m.publish_time)
 }
 
+/// Why a message routed as another event type than this stream's is refused (a partition
+/// subscription attached to the wrong partition topic); `None` when it has no such attribute
+/// (it came from a producer) or the right one.
+fn misrouted(kind: EventKind, attributes: &HashMap<String, String>) -> Option<BadMessage> {
+    let said = attributes.get(crate::router::EVENT_TYPE_ATTRIBUTE)?;
+    (said != kind.as_str()).then(|| BadMessage {
+        kind,
+        field: Some(crate::router::EVENT_TYPE_ATTRIBUTE),
+        reason: format!(
+            "attribute `{}`: expected {kind}, found {said:?}: a {kind} subscription receives \
+             another stream's messages; re-create the partition topics and subscriptions with \
+             `create-pubsub --partitions P`",
+            crate::router::EVENT_TYPE_ATTRIBUTE
+        ),
+    })
+}
+
 /// The worker's input for a valid message, or why it is refused and the message back (boxed:
 /// refusals are rare, and the message is large).
 fn to_input(
     ctx: &IntakeContext,
     m: ReceivedMessage,
 ) -> Result<Input, (BadMessage, Box<ReceivedMessage>)> {
+    if let Some(bad) = misrouted(ctx.kind, &m.attributes) {
+        return Err((bad, Box::new(m)));
+    }
     let ahead = |time| too_far_ahead(ctx.kind, time, ctx.max_future_micros);
     let published = original_publish_time(&m);
     let age = published
@@ -215,5 +236,39 @@ pub(crate) async fn dead_letter(
             tracing::error!(error = %e, message_id, "cannot publish to the dead-letter topic; the message will be redelivered");
             ack.nack();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attributes(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_message_routed_as_another_event_type_is_refused_with_the_fix() {
+        let click = attributes(&[(crate::router::EVENT_TYPE_ATTRIBUTE, "click")]);
+        assert!(misrouted(EventKind::Click, &click).is_none());
+        let Some(bad) = misrouted(EventKind::Checkout, &click) else {
+            panic!("a click on the checkout stream was taken in");
+        };
+        assert_eq!(bad.kind, EventKind::Checkout);
+        assert!(
+            bad.reason.contains("expected checkout, found \"click\""),
+            "{}",
+            bad.reason
+        );
+        assert!(
+            bad.reason.contains("create-pubsub --partitions"),
+            "{}",
+            bad.reason
+        );
+        // A producer's message has no such attribute.
+        assert!(misrouted(EventKind::Checkout, &attributes(&[("other", "x")])).is_none());
     }
 }

@@ -2,7 +2,10 @@
 //! file only picks the allocator and calls it.
 
 /// mimalloc: the replay allocates and frees a few small strings per event; measured 15-20%
-/// less CPU than the system allocator on the 1.5 M-event replay (BENCHMARKS.md).
+/// less CPU than the system allocator on the 1.5 M-event replay (BENCHMARKS.md). Built with
+/// `no_thp`: mimalloc then does not ask for transparent huge pages, which on this replay cost
+/// 40 MB of peak RSS (2 MiB pages touched in part) and the kernel's compaction on page faults
+/// (system time 0.3-0.7 s against 0.26-0.39 s), for no CPU gained.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

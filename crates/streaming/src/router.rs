@@ -1,7 +1,7 @@
 //! The router of a partitioned deployment (P > 1): a stateless stage in every worker that pulls
 //! the original clicks or checkouts subscription, finds each message's partition from its user
 //! (`firstclick_partition::partition_of`), publishes the message unchanged to that partition's
-//! topic with its original publish time as an attribute, and acknowledges the original only
+//! topic with its event type and original publish time as attributes, and acknowledges the original only
 //! once that publish succeeded (a failed publish nacks it: redelivered, routed again).
 //!
 //! The message is parsed as the engine will parse it, so the partition is the engine's view of
@@ -24,6 +24,11 @@ use crate::metrics::Metrics;
 /// The attribute carrying the original message's publish time, µs since the Unix epoch, so the
 /// publish → row latency counts from the producer's publish, not the router's.
 pub(crate) const PUBLISHED_ATTRIBUTE: &str = "firstclick_published_micros";
+
+/// The attribute carrying the message's event type (`click` or `checkout`), so that a partition
+/// subscription wired to the wrong topic refuses what it gets with that reason (the intake
+/// checks it) instead of failing to parse it.
+pub(crate) const EVENT_TYPE_ATTRIBUTE: &str = "firstclick_event_type";
 
 /// Publishes in flight per router at most; the subscription's flow control bounds it too.
 const MAX_IN_FLIGHT: usize = 2_000;
@@ -112,6 +117,7 @@ impl Router {
         for (k, v) in m.attributes {
             out = out.with_attribute(k, v);
         }
+        out = out.with_attribute(EVENT_TYPE_ATTRIBUTE, self.kind.as_str());
         if let Some(t) = m
             .publish_time
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
