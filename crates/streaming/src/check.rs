@@ -425,20 +425,47 @@ fn recovery_hold(args: &RunArgs) -> Item {
     )
 }
 
-/// Partitions: always one today, one worker holding all the state (docs/design.md §7).
+/// The partition count P (`PARTITIONS`, docs/design.md §7). The partition topics'
+/// subscriptions are checked with the other subscriptions ([`crate::preflight`]); the layout
+/// recorded in Redis is compared by the service itself when it starts (it refuses another P
+/// with exit 78).
 ///
-/// The partition count P (`PARTITIONS`). The partition topics' subscriptions are checked with
-/// the other subscriptions ([`crate::preflight`]); the layout recorded in Redis is compared by
-/// the service itself when it starts (it refuses another P with exit 78).
+/// With P > 1 every message passes a router, and a router that stops (killed, paused) holds
+/// what it pulled until the ack deadline; those messages then reach their partition that much
+/// behind their neighbours, so the out-of-orderness bound should cover the ack deadline.
 fn partitions(args: &RunArgs) -> Item {
-    match args.pubsub.partitions {
-        0 | 1 => Item::pass(S, "partitions", "1 (not partitioned)"),
-        p => Item::pass(
-            S,
-            "partitions",
-            format!("{p} (routed by user to {p} partition topics of clicks and checkouts)"),
-        ),
+    let p = args.pubsub.partitions;
+    if p <= 1 {
+        return Item::pass(S, "partitions", "1 (not partitioned)");
     }
+    let found = format!("{p} (routed by user to {p} partition topics of clicks and checkouts)");
+    let (ooo, deadline) = (
+        args.engine.out_of_orderness_secs,
+        u64::from(args.pubsub.ack_deadline_secs),
+    );
+    if ooo >= deadline {
+        return Item::pass(S, "partitions", found);
+    }
+    Item::warn(
+        S,
+        "partitions",
+        Problem {
+            what: "partitions (PARTITIONS) against the out-of-orderness bound".into(),
+            expected: format!(
+                "OUT_OF_ORDERNESS_SECS at least the ack deadline ({deadline} s, \
+                 PUBSUB_ACK_DEADLINE_SECS) when messages pass a router"
+            ),
+            found: format!(
+                "{found}, out-of-orderness {ooo} s: a router that is killed or paused holds the \
+                 messages it pulled until their ack deadline, and their clicks then count as \
+                 late"
+            ),
+            fix: "lower PUBSUB_ACK_DEADLINE_SECS (Pub/Sub allows 10 s; re-run create-pubsub \
+                  with it) and raise OUT_OF_ORDERNESS_SECS above it plus the producers' \
+                  disorder, e.g. 10 and 30"
+                .into(),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -492,6 +519,27 @@ mod tests {
         let list = Checklist { items };
         assert!(list.problems().is_empty());
         assert_eq!(list.warnings().count(), 2);
+    }
+
+    #[test]
+    fn partitions_warn_when_a_stopped_router_would_make_clicks_late() {
+        // The defaults: a 60 s ack deadline and a 15 s bound.
+        let items = settings(&args(&["--partitions", "8"]));
+        assert_eq!(status(&items, "partitions"), Status::Warn);
+        let line = items[3].line();
+        assert!(line.contains("out-of-orderness 15 s"), "{line}");
+        assert!(line.contains("PUBSUB_ACK_DEADLINE_SECS"), "{line}");
+        let fixed = settings(&args(&[
+            "--partitions",
+            "8",
+            "--pubsub-ack-deadline-secs",
+            "10",
+            "--out-of-orderness-secs",
+            "30",
+        ]));
+        assert_eq!(status(&fixed, "partitions"), Status::Pass);
+        // Without a router the bound need not cover the deadline.
+        assert_eq!(status(&settings(&args(&[])), "partitions"), Status::Pass);
     }
 
     #[test]
