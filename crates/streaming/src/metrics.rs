@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use firstclick_engine::EngineStats;
 use firstclick_model::{AttributionModel, EventKind};
@@ -158,6 +159,8 @@ pub(crate) struct Metrics {
     oldest_age: Family<Label, GaugeF64>,
     /// Largest age (µs) of a message received since the last [`Metrics::roll_ages`], per topic.
     age_window: [AtomicI64; 2],
+    /// When the last stats interval ended ([`Metrics::stats_due`]).
+    last_stats: Mutex<Instant>,
     longest_step: GaugeF64,
     longest_step_micros: AtomicU64,
     /// For the stats line: the histogram's observations cannot be read back.
@@ -198,6 +201,7 @@ impl Metrics {
             checkpoint_size: Histogram::new(SIZE_BUCKETS),
             oldest_age: Family::default(),
             age_window: [AtomicI64::new(0), AtomicI64::new(0)],
+            last_stats: Mutex::new(Instant::now()),
             longest_step: GaugeF64::default(),
             longest_step_micros: AtomicU64::new(0),
             last_checkpoint_micros: AtomicU64::new(0),
@@ -483,6 +487,21 @@ impl Metrics {
             .lock()
             .map(|all| all.values().map(|p| p.state.unacked).sum())
             .unwrap_or(0)
+    }
+
+    /// Whether a stats interval of `every` has ended since the last one, for the whole
+    /// process: each partition's worker asks on its ticks, and only the first to ask after
+    /// the interval gets `true` (so the process-wide stats line is logged, and the age window
+    /// rolled, once per interval whatever the number of partitions).
+    pub(crate) fn stats_due(&self, every: Duration) -> bool {
+        let Ok(mut last) = self.last_stats.lock() else {
+            return false;
+        };
+        if last.elapsed() < every {
+            return false;
+        }
+        *last = Instant::now();
+        true
     }
 
     /// Ends a stats interval: the oldest-age gauges take the largest age seen in it.
@@ -797,6 +816,19 @@ mod tests {
     fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn one_stats_interval_is_due_once_for_all_partitions() {
+        let m = Metrics::new();
+        let every = Duration::from_millis(50);
+        assert!(!m.stats_due(every), "due before the first interval ended");
+        std::thread::sleep(Duration::from_millis(60));
+        // Eight partitions' workers ask on their ticks: only the first gets the turn.
+        let turns = (0..8).filter(|_| m.stats_due(every)).count();
+        assert_eq!(turns, 1);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(m.stats_due(every), "the next interval is due again");
     }
 
     #[test]
