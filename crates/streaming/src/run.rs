@@ -318,11 +318,13 @@ async fn start_routers(
             })?);
         }
         let options = SubscribeOptions::from_args(&shared.args.pubsub);
-        let sub = Subscription::start(&shared.conn, subscription, options)
-            .await
-            .with_context(|| {
-                format!("cannot subscribe to {subscription} (run create-pubsub first)")
-            })?;
+        let Some(sub) =
+            crate::runner::subscribe(&shared.conn, subscription, &options, &shutdown.graceful)
+                .await?
+        else {
+            // Stopped while Pub/Sub did not answer: the owner loop sees the same stop.
+            return Ok(tasks);
+        };
         let router = Router {
             kind,
             partitions: Arc::new(publishers),

@@ -172,7 +172,7 @@ pub(crate) async fn run_partition(shared: Arc<Shared>, a: Assignment) -> anyhow:
     );
 
     let topology = &a.topology;
-    let subscribe = |name| subscribe(&shared.conn, name, &options, a.partition, &a.stop);
+    let subscribe = |name| subscribe(&shared.conn, name, &options, &a.stop);
     let Some(clicks) = subscribe(&topology.click_subscription).await? else {
         return Ok(Ended::Clean);
     };
@@ -232,15 +232,15 @@ pub(crate) async fn run_partition(shared: Arc<Shared>, a: Assignment) -> anyhow:
     }
 }
 
-/// Subscribes to one of the partition's subscriptions, retrying while Pub/Sub does not answer
-/// (a takeover happens when things are slow: a worker was paused, the emulator is busy).
-/// `None` when the partition was stopped first: nothing was pulled, so nothing is owed.
-/// `Err` only for what waiting does not fix (the subscription is missing).
-async fn subscribe(
+/// Subscribes to `subscription`, retrying while Pub/Sub does not answer (a takeover happens
+/// when things are slow: a worker was paused, the emulator is busy; a router starts right
+/// after the start-up checks, which may have been the last answer for a while). `None` when
+/// `stop` came first: nothing was pulled, so nothing is owed. `Err` only for what waiting does
+/// not fix (the subscription is missing, its name is invalid).
+pub(crate) async fn subscribe(
     conn: &Connection,
     subscription: &str,
     options: &SubscribeOptions,
-    partition: u32,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<Subscription>> {
     let started = crate::outage::retry(
@@ -253,7 +253,7 @@ async fn subscribe(
     match started {
         Ok(sub) => Ok(Some(sub)),
         Err(crate::outage::GaveUp::Stopped { error, .. }) => {
-            tracing::info!(partition, %subscription, reason = %error, "stopped while subscribing");
+            tracing::info!(%subscription, reason = %error, "stopped while subscribing");
             Ok(None)
         }
         Err(crate::outage::GaveUp::Permanent { error, .. }) => Err(anyhow::Error::new(error))
@@ -299,7 +299,7 @@ mod tests {
             stopper.cancel();
             up_while_waiting
         });
-        let outcome = subscribe(&conn, "clicks-p3", &SubscribeOptions::default(), 3, &stop).await;
+        let outcome = subscribe(&conn, "clicks-p3", &SubscribeOptions::default(), &stop).await;
         let up_while_waiting = watcher.await.expect("the watcher ran");
         assert!(!up_while_waiting, "the outage did not show in /readyz");
         assert!(
@@ -327,7 +327,7 @@ mod tests {
         let (server, host) = silent_pubsub().await;
         let conn = Connection::emulator(&host, "test-project").expect("a valid address");
         let stop = CancellationToken::new();
-        let outcome = subscribe(&conn, "a b", &SubscribeOptions::default(), 0, &stop).await;
+        let outcome = subscribe(&conn, "a b", &SubscribeOptions::default(), &stop).await;
         let Err(e) = outcome else {
             panic!("an invalid subscription id was taken");
         };
