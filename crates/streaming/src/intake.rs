@@ -143,15 +143,16 @@ fn to_input(
     ctx: &IntakeContext,
     m: ReceivedMessage,
 ) -> Result<Input, (BadMessage, Box<ReceivedMessage>)> {
-    if let Some(bad) = misrouted(ctx.kind, &m.attributes) {
-        return Err((bad, Box::new(m)));
-    }
     let ahead = |time| too_far_ahead(ctx.kind, time, ctx.max_future_micros);
     let published = original_publish_time(&m);
     let age = published
         .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
         .map(|d| d.as_micros() as i64);
     ctx.metrics.received(ctx.kind, age);
+    // Counted as received, then refused, as every other bad message is.
+    if let Some(bad) = misrouted(ctx.kind, &m.attributes) {
+        return Err((bad, Box::new(m)));
+    }
     match ctx.kind {
         EventKind::Click => match parse_click(&m.data).map(|click| (ahead(click.time), click)) {
             Ok((None, click)) => Ok(Input::Click {

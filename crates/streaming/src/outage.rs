@@ -233,8 +233,9 @@ mod tests {
             stopper.cancel();
         });
         let started = Instant::now();
+        // A service with no health vote: runner's tests watch Pub/Sub's.
         let result: Result<(), GaveUp<&str>> = retry(
-            "Pub/Sub (unit test)",
+            "a service (unit test)",
             &stop,
             |_| true,
             || async { Err("down") },

@@ -346,15 +346,6 @@ pub(crate) async fn check(
     }))
 }
 
-fn pubsub_transient(e: &PubSubError) -> bool {
-    matches!(
-        e,
-        PubSubError::Unreachable { .. }
-            | PubSubError::Timeout { .. }
-            | PubSubError::EmulatorUnreachable { .. }
-    )
-}
-
 /// Where Pub/Sub is, in words.
 pub(crate) fn pubsub_where(args: &RunArgs) -> String {
     match args.pubsub.emulator_host.as_deref().map(str::trim) {
@@ -451,7 +442,7 @@ async fn check_pubsub(args: &RunArgs, budget: Budget) -> (Vec<Item>, Option<(Con
         }
     };
     let unreachable = |e: PubSubError| Failed {
-        transient: pubsub_transient(&e),
+        transient: e.is_transient(),
         problem: Problem {
             what: place.clone(),
             expected: "Pub/Sub to answer".into(),
@@ -549,7 +540,7 @@ where
         let fut = read();
         async move {
             fut.await.map_err(|e| Failed {
-                transient: pubsub_transient(&e),
+                transient: e.is_transient(),
                 problem: Problem {
                     found: match &e {
                         PubSubError::NotFound { kind, name } => format!("no {kind} {name}"),

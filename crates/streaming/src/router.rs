@@ -1,8 +1,9 @@
 //! The router of a partitioned deployment (P > 1): a stateless stage in every worker that pulls
 //! the original clicks or checkouts subscription, finds each message's partition from its user
 //! (`firstclick_partition::partition_of`), publishes the message unchanged to that partition's
-//! topic with its event type and original publish time as attributes, and acknowledges the original only
-//! once that publish succeeded (a failed publish nacks it: redelivered, routed again).
+//! topic with its event type and original publish time as attributes, and acknowledges the
+//! original only once that publish succeeded (a failed publish nacks it: redelivered, routed
+//! again).
 //!
 //! The message is parsed as the engine will parse it, so the partition is the engine's view of
 //! the user and a message the engine would refuse is dead-lettered here, once, and never

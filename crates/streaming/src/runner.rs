@@ -294,7 +294,8 @@ mod tests {
         let started = std::time::Instant::now();
         let watcher = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            // No other test of this binary votes for Pub/Sub.
+            // No other test of this binary votes for Pub/Sub (outage.rs's use a service
+            // without a vote).
             let up_while_waiting = crate::health::global().is_up(crate::health::Dependency::PubSub);
             stopper.cancel();
             up_while_waiting
