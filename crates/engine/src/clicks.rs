@@ -157,19 +157,34 @@ impl ClickStore {
         lookback_micros: i64,
         horizon: Option<EventTime>,
     ) -> Vec<ClickRef> {
+        let mut window = Vec::new();
+        self.window_into(key, at, lookback_micros, horizon, &mut window);
+        window
+    }
+
+    /// [`ClickStore::window`] into `window`, which is cleared first: the engine reuses one
+    /// vector for every checkout instead of allocating one each.
+    pub fn window_into(
+        &self,
+        key: &ClickKey,
+        at: EventTime,
+        lookback_micros: i64,
+        horizon: Option<EventTime>,
+        window: &mut Vec<ClickRef>,
+    ) {
+        window.clear();
         let Some(list) = self.shards[shard_of(key)].get(key) else {
-            return Vec::new();
+            return;
         };
         let from = at.offset(-lookback_micros);
         let from = horizon.map_or(from, |h| from.max(h));
-        let mut window: Vec<ClickRef> = list
-            .as_slice()
-            .iter()
-            .filter(|c| c.time >= from && c.time <= at)
-            .cloned()
-            .collect();
+        window.extend(
+            list.as_slice()
+                .iter()
+                .filter(|c| c.time >= from && c.time <= at)
+                .cloned(),
+        );
         window.sort_by(order);
-        window
     }
 
     /// Drops every click older than `horizon`; returns how many were dropped.

@@ -205,6 +205,9 @@ pub struct Engine {
     /// The next shard to evict below the swept horizon (`STATE_SHARDS`: all done).
     evict_cursor: usize,
     pub(crate) stats: EngineStats,
+    /// The window of the checkout being finished (reused: one allocation, not one per
+    /// checkout).
+    window: Vec<ClickRef>,
 }
 
 impl Engine {
@@ -224,6 +227,7 @@ impl Engine {
             last_tick: None,
             evict_cursor: STATE_SHARDS,
             stats: EngineStats::default(),
+            window: Vec::new(),
         }
     }
 
@@ -537,11 +541,13 @@ impl Engine {
             user_id: checkout.user_id,
             product_id: checkout.product_id.clone(),
         };
-        let window = self.clicks.window(
+        let mut window = std::mem::take(&mut self.window);
+        self.clicks.window_into(
             &key,
             checkout.time,
             self.config.lookback_micros,
             self.swept_horizon(),
+            &mut window,
         );
         self.stats.rows += 1;
         if window.is_empty() {
@@ -556,6 +562,7 @@ impl Engine {
             checkout.time,
             checkout.total_amount,
         );
+        self.window = window;
         FinalCheckout {
             checkout,
             attributions,

@@ -40,16 +40,40 @@ const FIELDS: usize = 5;
 
 /// The five texts, concatenated; `ends[i]` is where field `i` ends (it starts where the one
 /// before ends) and bit `i` of `present` says whether it is there at all (absent or null is
-/// not the same as empty).
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+/// not the same as empty). `plain` says that no text needs escaping in JSON (no quote,
+/// backslash or control character), so a row writes them as they are.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CheckoutDetails {
     text: Box<str>,
     ends: [u32; FIELDS],
     present: u8,
+    plain: bool,
+}
+
+impl Default for CheckoutDetails {
+    fn default() -> Self {
+        CheckoutDetails {
+            text: Box::default(),
+            ends: [0; FIELDS],
+            present: 0,
+            plain: true,
+        }
+    }
 }
 
 impl From<DetailTexts<'_>> for CheckoutDetails {
     fn from(texts: DetailTexts<'_>) -> Self {
+        CheckoutDetails::new(texts, false)
+    }
+}
+
+impl CheckoutDetails {
+    /// The details of `texts`; `known_plain` when the caller knows that none needs escaping
+    /// in JSON (the scanner does for texts it read without escapes), else they are checked.
+    ///
+    /// Why here: the check runs once, while the texts are in the caches, instead of at the
+    /// row's writing, seconds later, when they are not.
+    pub(crate) fn new(texts: DetailTexts<'_>, known_plain: bool) -> Self {
         let fields = texts.as_array();
         let len = fields.iter().flatten().map(|t| t.len()).sum();
         let mut text = String::with_capacity(len);
@@ -63,15 +87,20 @@ impl From<DetailTexts<'_>> for CheckoutDetails {
             // A message is at most a few MiB: its texts fit in u32 offsets.
             ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
         }
+        let plain = known_plain || crate::row::is_plain_json_text(&text);
         CheckoutDetails {
             text: text.into_boxed_str(),
             ends,
             present,
+            plain,
         }
     }
-}
 
-impl CheckoutDetails {
+    /// Whether no text needs escaping in JSON: a row may write them between quotes as they
+    /// are.
+    pub fn is_json_plain(&self) -> bool {
+        self.plain
+    }
     fn field(&self, i: usize) -> Option<&str> {
         if self.present & (1 << i) == 0 {
             return None;
@@ -149,6 +178,19 @@ mod tests {
             prop_assert_eq!(d.texts(), texts(&v));
             prop_assert_eq!(d.ip_address(), v[4].as_deref());
             prop_assert_eq!(d.clone(), d);
+        }
+
+        /// The plain mark says exactly whether some text has a quote, a backslash or a
+        /// control character.
+        #[test]
+        fn plain_mark_matches_the_texts(
+            v in proptest::collection::vec(proptest::option::of("[a-z\"\\\u{1}\u{e9} ]{0,6}"), 5),
+        ) {
+            let d = CheckoutDetails::from(texts(&v));
+            let needs_escape = v.iter().flatten().any(|t| {
+                t.chars().any(|c| c == '"' || c == '\\' || c < ' ')
+            });
+            prop_assert_eq!(d.is_json_plain(), !needs_escape);
         }
     }
 

@@ -41,7 +41,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::str::FromStr;
 
-use crate::details::DetailTexts;
+use crate::details::{CheckoutDetails, DetailTexts};
 use crate::event::{amount_from_text, user_id_from_text, Checkout, Click, UserId};
 use crate::id::{parse_canonical_uuid, Id};
 use crate::time::{parse_timestamp, EventTime};
@@ -158,20 +158,37 @@ fn scan_checkout(bytes: &[u8], index: bool) -> R<Checkout> {
         }
     }
     cur.end()?;
+    let texts = [
+        payment_method.optional(),
+        shipping_address.optional(),
+        billing_address.optional(),
+        user_agent.optional(),
+        ip_address.optional(),
+    ];
+    // A text borrowed from the line had no escape, so it has no quote or backslash, and the
+    // scanner refuses raw control characters: it needs no escaping in JSON.
+    let known_plain = texts
+        .iter()
+        .flatten()
+        .all(|t| matches!(t, Cow::Borrowed(_)));
+    let [payment_method, shipping_address, billing_address, user_agent, ip_address] = texts;
+    let details = CheckoutDetails::new(
+        DetailTexts {
+            payment_method: payment_method.as_deref(),
+            shipping_address: shipping_address.as_deref(),
+            billing_address: billing_address.as_deref(),
+            user_agent: user_agent.as_deref(),
+            ip_address: ip_address.as_deref(),
+        },
+        known_plain,
+    );
     Ok(Checkout {
         checkout_id: checkout_id.required()?,
         user_id: user_id.required()?,
         product_id: product_id.required()?,
         time: time.required()?,
         total_amount: total_amount.optional(),
-        details: DetailTexts {
-            payment_method: payment_method.optional().as_deref(),
-            shipping_address: shipping_address.optional().as_deref(),
-            billing_address: billing_address.optional().as_deref(),
-            user_agent: user_agent.optional().as_deref(),
-            ip_address: ip_address.optional().as_deref(),
-        }
-        .into(),
+        details,
     })
 }
 

@@ -89,53 +89,91 @@ impl EventTime {
     }
 
     /// The RFC 3339 form in a buffer on the stack, and its length.
+    ///
+    /// Runs three times for every output row, so the date (`YYYY-MM-DDT`) of the last day
+    /// formatted on this thread is kept (rows of one replay or one batch share a few days),
+    /// and digits are written two at a time.
     fn rfc3339_ascii(self) -> ([u8; 32], usize) {
         let secs = self.0.div_euclid(MICROS_PER_SECOND);
         let micros = self.0.rem_euclid(MICROS_PER_SECOND);
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
         let mut buf = [0u8; 32];
-        let mut n = 0;
-        let put = |v: i64, width: usize, buf: &mut [u8; 32], n: &mut usize| {
-            let mut digits = [0u8; 8];
-            let mut v = v;
-            for slot in digits[..width].iter_mut().rev() {
-                *slot = b'0' + (v % 10) as u8;
-                v /= 10;
+        buf[..DATE_LEN].copy_from_slice(&date_prefix(days));
+        let mut n = DATE_LEN;
+        for (i, v) in [sod / 3600, sod / 60 % 60, sod % 60]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                buf[n] = b':';
+                n += 1;
             }
-            buf[*n..*n + width].copy_from_slice(&digits[..width]);
-            *n += width;
-        };
-        put(y, 4, &mut buf, &mut n);
-        buf[n] = b'-';
-        n += 1;
-        put(m, 2, &mut buf, &mut n);
-        buf[n] = b'-';
-        n += 1;
-        put(d, 2, &mut buf, &mut n);
-        buf[n] = b'T';
-        n += 1;
-        put(sod / 3600, 2, &mut buf, &mut n);
-        buf[n] = b':';
-        n += 1;
-        put(sod / 60 % 60, 2, &mut buf, &mut n);
-        buf[n] = b':';
-        n += 1;
-        put(sod % 60, 2, &mut buf, &mut n);
+            put2(&mut buf, n, v);
+            n += 2;
+        }
         if micros != 0 {
             buf[n] = b'.';
             n += 1;
             if micros % 1000 == 0 {
-                put(micros / 1000, 3, &mut buf, &mut n);
+                let ms = micros / 1000;
+                buf[n] = b'0' + (ms / 100) as u8;
+                put2(&mut buf, n + 1, ms % 100);
+                n += 3;
             } else {
-                put(micros, 6, &mut buf, &mut n);
+                put2(&mut buf, n, micros / 10_000);
+                put2(&mut buf, n + 2, micros / 100 % 100);
+                put2(&mut buf, n + 4, micros % 100);
+                n += 6;
             }
         }
         buf[n] = b'Z';
         n += 1;
         (buf, n)
     }
+}
+
+/// Length of `YYYY-MM-DDT`.
+const DATE_LEN: usize = 11;
+
+/// The two digits of `v` (0..=99) at `buf[at..at + 2]`.
+#[inline]
+fn put2(buf: &mut [u8; 32], at: usize, v: i64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let i = (v.rem_euclid(100) as usize) * 2;
+    buf[at] = PAIRS[i];
+    buf[at + 1] = PAIRS[i + 1];
+}
+
+/// `YYYY-MM-DDT` of day `days` since 1970-01-01 (the year's last four digits), from the
+/// thread's one-day cache when it is the day formatted last.
+fn date_prefix(days: i64) -> [u8; DATE_LEN] {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<Option<(i64, [u8; DATE_LEN])>> = const { Cell::new(None) };
+    }
+    if let Some((d, text)) = LAST.get() {
+        if d == days {
+            return text;
+        }
+    }
+    let (y, m, d) = civil_from_days(days);
+    let mut buf = [0u8; 32];
+    put2(&mut buf, 0, y / 100);
+    put2(&mut buf, 2, y);
+    buf[4] = b'-';
+    put2(&mut buf, 5, m);
+    buf[7] = b'-';
+    put2(&mut buf, 8, d);
+    buf[10] = b'T';
+    let mut text = [0u8; DATE_LEN];
+    text.copy_from_slice(&buf[..DATE_LEN]);
+    LAST.set(Some((days, text)));
+    text
 }
 
 impl fmt::Display for EventTime {
@@ -389,6 +427,15 @@ mod tests {
         assert_eq!(
             EventTime::parse("2026-11-28T04:46:36.5Z").map(|t| t.to_rfc3339()),
             Ok("2026-11-28T04:46:36.500Z".to_string())
+        );
+        // Back to a day formatted before (the thread keeps only the last day's date).
+        assert_eq!(
+            EventTime(86_399_000_000).to_rfc3339(),
+            "1970-01-01T23:59:59Z"
+        );
+        assert_eq!(
+            EventTime(86_400_000_000).to_rfc3339(),
+            "1970-01-02T00:00:00Z"
         );
     }
 
