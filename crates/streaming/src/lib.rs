@@ -15,6 +15,7 @@
 //! - `runner`: one partition's pipeline: restore, intake, worker, stop.
 //! - `router`: with P > 1, the original subscriptions routed to the partition topics by user.
 //! - `intake`: one task per subscription: parse, dead-letter bad messages.
+//! - `connect`: subscriptions and publishers opened while Pub/Sub may not answer (retried).
 //! - `worker`: the thin driver of the delivery core (`firstclick-delivery`), which owns the
 //!   engine: rows, checkpoint deltas and base pieces, acks.
 //! - `sink`: the rows' way into BigQuery (`--bigquery-write-api`: insertAll, or exactly once
@@ -39,6 +40,7 @@
 
 mod args;
 mod check;
+mod connect;
 mod demo;
 mod health;
 mod http;

@@ -16,7 +16,7 @@ use firstclick_cli::GcpArgs;
 use firstclick_delivery::DeliveryConfig;
 use firstclick_model::EventKind;
 use firstclick_partition::lease::LeaseConfig;
-use firstclick_pubsub::{PubSubArgs, Publisher, SubscribeOptions, Subscription, Topology};
+use firstclick_pubsub::{PubSubArgs, SubscribeOptions, Subscription, Topology};
 use firstclick_redis::{
     partition_checkpoint_name, CheckpointStore, LeaseStore, RedisArgs, UserDirectory,
 };
@@ -178,16 +178,28 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let (conn, bigquery) = (checked.conn, checked.bigquery);
-    let dead_letter = Arc::new(
-        Publisher::new(&conn, &topology.dead_letter_topic)
-            .await
-            .context("cannot open the dead-letter topic (run create-pubsub first)")?,
+    let stop = &shutdown.graceful;
+    let dead_letter = crate::connect::publisher(
+        &conn,
+        &topology.dead_letter_topic,
+        "the dead-letter topic",
+        "run create-pubsub first",
+        stop,
     );
-    let late = Arc::new(
-        Publisher::new(&conn, &topology.late_topic)
-            .await
-            .context("cannot open the late-clicks topic (run create-pubsub first)")?,
+    let Some(dead_letter) = dead_letter.await? else {
+        return Ok(());
+    };
+    let late = crate::connect::publisher(
+        &conn,
+        &topology.late_topic,
+        "the late-clicks topic",
+        "run create-pubsub first",
+        stop,
     );
+    let Some(late) = late.await? else {
+        return Ok(());
+    };
+    let (dead_letter, late) = (Arc::new(dead_letter), Arc::new(late));
 
     // Partitions and leases (docs/design.md §7): every worker agrees on P, owns partitions
     // under leases, and with P > 1 routes the original subscriptions to the partition topics.
@@ -313,13 +325,23 @@ async fn start_routers(
                 EventKind::Click => &part.click_topic,
                 EventKind::Checkout => &part.checkout_topic,
             };
-            publishers.push(Publisher::new(&shared.conn, topic).await.with_context(|| {
-                format!("cannot open the partition topic {topic} (run create-pubsub --partitions {} first)", topology.partitions)
-            })?);
+            let fix = format!(
+                "run create-pubsub --partitions {} first",
+                topology.partitions
+            );
+            let stop = &shutdown.graceful;
+            let opened =
+                crate::connect::publisher(&shared.conn, topic, "the partition topic", &fix, stop)
+                    .await?;
+            let Some(publisher) = opened else {
+                // Stopped while Pub/Sub did not answer: the owner loop sees the same stop.
+                return Ok(tasks);
+            };
+            publishers.push(publisher);
         }
         let options = SubscribeOptions::from_args(&shared.args.pubsub);
         let Some(sub) =
-            crate::runner::subscribe(&shared.conn, subscription, &options, &shutdown.graceful)
+            crate::connect::subscribe(&shared.conn, subscription, &options, &shutdown.graceful)
                 .await?
         else {
             // Stopped while Pub/Sub did not answer: the owner loop sees the same stop.

@@ -12,10 +12,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use firstclick_bigquery::{BigQuery, EpochWriter, StorageWriter};
 use firstclick_model::EventKind;
-use firstclick_pubsub::{Connection, Publisher, SubscribeOptions, Subscription, Topology};
+use firstclick_pubsub::{Connection, Publisher, SubscribeOptions, Topology};
 use firstclick_redis::{CheckpointStore, UserDirectory};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -172,7 +171,7 @@ pub(crate) async fn run_partition(shared: Arc<Shared>, a: Assignment) -> anyhow:
     );
 
     let topology = &a.topology;
-    let subscribe = |name| subscribe(&shared.conn, name, &options, &a.stop);
+    let subscribe = |name| crate::connect::subscribe(&shared.conn, name, &options, &a.stop);
     let Some(clicks) = subscribe(&topology.click_subscription).await? else {
         return Ok(Ended::Clean);
     };
@@ -229,113 +228,5 @@ pub(crate) async fn run_partition(shared: Arc<Shared>, a: Assignment) -> anyhow:
     match crate::shutdown::after_worker(worker_result, &a.forced, unacked)? {
         true => Ok(Ended::Clean),
         false => Ok(Ended::Forced),
-    }
-}
-
-/// Subscribes to `subscription`, retrying while Pub/Sub does not answer (a takeover happens
-/// when things are slow: a worker was paused, the emulator is busy; a router starts right
-/// after the start-up checks, which may have been the last answer for a while). `None` when
-/// `stop` came first: nothing was pulled, so nothing is owed. `Err` only for what waiting does
-/// not fix (the subscription is missing, its name is invalid).
-pub(crate) async fn subscribe(
-    conn: &Connection,
-    subscription: &str,
-    options: &SubscribeOptions,
-    stop: &CancellationToken,
-) -> anyhow::Result<Option<Subscription>> {
-    let started = crate::outage::retry(
-        "Pub/Sub (subscribing)",
-        stop,
-        |e: &firstclick_pubsub::PubSubError| e.is_transient(),
-        || Subscription::start(conn, subscription, options.clone()),
-    )
-    .await;
-    match started {
-        Ok(sub) => Ok(Some(sub)),
-        Err(crate::outage::GaveUp::Stopped { error, .. }) => {
-            tracing::info!(%subscription, reason = %error, "stopped while subscribing");
-            Ok(None)
-        }
-        Err(crate::outage::GaveUp::Permanent { error, .. }) => Err(anyhow::Error::new(error))
-            .with_context(|| {
-                format!("cannot subscribe to {subscription} (run create-pubsub first)")
-            }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A Pub/Sub address that takes connections and never answers: what a takeover saw when
-    /// the emulator was too busy to answer within the timeout.
-    async fn silent_pubsub() -> (tokio::task::JoinHandle<()>, String) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let host = listener.local_addr().expect("its address").to_string();
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-            }
-        });
-        (task, host)
-    }
-
-    #[tokio::test]
-    async fn a_subscribe_that_gets_no_answer_is_retried_until_the_partition_stops() {
-        let (server, host) = silent_pubsub().await;
-        let conn = Connection::emulator(&host, "test-project")
-            .expect("a valid address")
-            .with_timeout(Duration::from_millis(200));
-        let stop = CancellationToken::new();
-        let stopper = stop.clone();
-        let started = std::time::Instant::now();
-        let watcher = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            // No other test of this binary votes for Pub/Sub (outage.rs's use a service
-            // without a vote).
-            let up_while_waiting = crate::health::global().is_up(crate::health::Dependency::PubSub);
-            stopper.cancel();
-            up_while_waiting
-        });
-        let outcome = subscribe(&conn, "clicks-p3", &SubscribeOptions::default(), &stop).await;
-        let up_while_waiting = watcher.await.expect("the watcher ran");
-        assert!(!up_while_waiting, "the outage did not show in /readyz");
-        assert!(
-            crate::health::global().is_up(crate::health::Dependency::PubSub),
-            "the outage's vote outlived the wait"
-        );
-        // Not a failure of the partition (which would fail the whole worker): it waited, and
-        // the stop ended the wait with nothing pulled.
-        assert!(
-            matches!(outcome, Ok(None)),
-            "{:?}",
-            outcome.map(|s| s.is_some())
-        );
-        // Several 200 ms attempts fit in the 1.5 s before the stop: it retried, not gave up.
-        assert!(
-            started.elapsed() >= Duration::from_millis(1400),
-            "{:?}",
-            started.elapsed()
-        );
-        server.abort();
-    }
-
-    #[tokio::test]
-    async fn a_bad_subscription_name_is_not_retried() {
-        let (server, host) = silent_pubsub().await;
-        let conn = Connection::emulator(&host, "test-project").expect("a valid address");
-        let stop = CancellationToken::new();
-        let outcome = subscribe(&conn, "a b", &SubscribeOptions::default(), &stop).await;
-        let Err(e) = outcome else {
-            panic!("an invalid subscription id was taken");
-        };
-        assert!(
-            format!("{e:#}").contains("cannot subscribe to a b"),
-            "{e:#}"
-        );
-        server.abort();
     }
 }
