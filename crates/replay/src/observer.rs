@@ -95,7 +95,7 @@ mod tests {
         let mut counter = Counter::default();
         let mut report = firstclick_report::Report::new();
         let mut both = (&mut counter, &mut report);
-        let mut p = Pipeline::new(config, UserNames::new(), CountingSink::default())
+        let mut p = Pipeline::new(config, UserNames::default(), CountingSink::default())
             .with_observer(&mut both);
         for e in generator {
             match e.kind {

@@ -1114,7 +1114,7 @@ fn replay_tuned<O: RowObserver>(
     let par = opts.parallelism;
     let users: UserNames = match &opts.users {
         Some(p) => load_users(p)?,
-        None => UserNames::new(),
+        None => UserNames::default(),
     };
     let started = Instant::now();
     let users = Arc::new(users);

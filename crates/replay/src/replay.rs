@@ -125,7 +125,7 @@ pub fn replay_staged<O: RowObserver>(
     }
     let users: UserNames = match &opts.users {
         Some(p) => load_users(p)?,
-        None => UserNames::new(),
+        None => UserNames::default(),
     };
     let clicks = FileSource::open(&opts.clicks, EventKind::Click)?;
     let checkouts = FileSource::open(&opts.checkouts, EventKind::Checkout)?;

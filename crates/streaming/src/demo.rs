@@ -5,8 +5,6 @@
 //! (`demo-dead-letter.ndjson`, what the dead-letter topic gets in production): the log shows
 //! the first [`BAD_SHOWN`] and says how many more there are and where.
 
-use std::collections::HashMap;
-
 use anyhow::Context;
 use firstclick_datagen::{Generator, GeneratorConfig};
 use firstclick_model::{parse_checkout, parse_click, EventKind};
@@ -46,7 +44,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         stale_after_secs: args.engine.lookback_secs,
         ..GeneratorConfig::default()
     });
-    let users: HashMap<i64, String> = generator
+    let users: firstclick_replay::UserNames = generator
         .users()
         .iter()
         .map(|u| (u.id, u.user_name.clone()))
