@@ -70,7 +70,7 @@ fn main() {
         ..GeneratorConfig::default()
     };
     let generator = Generator::new(config.clone());
-    let users: HashMap<i64, String> = generator
+    let users: firstclick_replay::UserNames = generator
         .users()
         .iter()
         .map(|u| (u.id, u.user_name.clone()))

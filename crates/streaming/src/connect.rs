@@ -23,23 +23,12 @@ pub(crate) async fn subscribe(
     options: &SubscribeOptions,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<Subscription>> {
-    let started = crate::outage::retry(
-        "Pub/Sub (subscribing)",
-        stop,
-        |e: &PubSubError| e.is_transient(),
-        || Subscription::start(conn, subscription, options.clone()),
+    let start = || Subscription::start(conn, subscription, options.clone());
+    opened(
+        retry("Pub/Sub (subscribing)", stop, start).await,
+        &format!("subscribing to {subscription}"),
+        || format!("cannot subscribe to {subscription} (run create-pubsub first)"),
     )
-    .await;
-    match started {
-        Ok(sub) => Ok(Some(sub)),
-        Err(GaveUp::Stopped { error, .. }) => {
-            tracing::info!(%subscription, reason = %error, "stopped while subscribing");
-            Ok(None)
-        }
-        Err(GaveUp::Permanent { error, .. }) => Err(anyhow::Error::new(error)).with_context(|| {
-            format!("cannot subscribe to {subscription} (run create-pubsub first)")
-        }),
-    }
 }
 
 /// Opens a publisher to `topic`, retrying while Pub/Sub does not answer. `None` when `stop`
@@ -53,21 +42,43 @@ pub(crate) async fn publisher(
     fix: &str,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<Publisher>> {
-    let opened = crate::outage::retry(
-        "Pub/Sub (opening a topic)",
-        stop,
-        |e: &PubSubError| e.is_transient(),
-        || Publisher::new(conn, topic),
+    let open = || Publisher::new(conn, topic);
+    opened(
+        retry("Pub/Sub (opening a topic)", stop, open).await,
+        &format!("opening {what} {topic}"),
+        || format!("cannot open {what} {topic} ({fix})"),
     )
-    .await;
-    match opened {
-        Ok(publisher) => Ok(Some(publisher)),
+}
+
+/// [`crate::outage::retry`] of a Pub/Sub call, retried on [`PubSubError::is_transient`].
+async fn retry<T, F, Fut>(
+    service: &'static str,
+    stop: &CancellationToken,
+    call: F,
+) -> Result<T, GaveUp<PubSubError>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PubSubError>>,
+{
+    crate::outage::retry(service, stop, PubSubError::is_transient, call).await
+}
+
+/// What a retried call (`doing` what) ended with: the value, `None` after a stop (logged), or
+/// the error that waiting does not fix, in the words of `context`.
+fn opened<T>(
+    outcome: Result<T, GaveUp<PubSubError>>,
+    doing: &str,
+    context: impl FnOnce() -> String,
+) -> anyhow::Result<Option<T>> {
+    match outcome {
+        Ok(v) => Ok(Some(v)),
         Err(GaveUp::Stopped { error, .. }) => {
-            tracing::info!(%topic, reason = %error, "stopped while opening a topic");
+            tracing::info!(reason = %error, "stopped while {doing}");
             Ok(None)
         }
-        Err(GaveUp::Permanent { error, .. }) => Err(anyhow::Error::new(error))
-            .with_context(|| format!("cannot open {what} {topic} ({fix})")),
+        Err(GaveUp::Permanent { error, .. }) => {
+            Err(anyhow::Error::new(error)).with_context(context)
+        }
     }
 }
 
