@@ -147,24 +147,11 @@ impl ClickStore {
         Inserted::New
     }
 
-    /// The window of a checkout of `key` at `at`: the clicks with
+    /// The window of a checkout of `key` at `at`, into `window` (cleared first, so that the
+    /// engine reuses one vector for every checkout): the clicks with
     /// `at - lookback <= time <= at`, sorted by `(time, click_id)` (duplicates are never
     /// stored). Clicks older than `horizon` (swept, not yet evicted) never count.
     pub fn window(
-        &self,
-        key: &ClickKey,
-        at: EventTime,
-        lookback_micros: i64,
-        horizon: Option<EventTime>,
-    ) -> Vec<ClickRef> {
-        let mut window = Vec::new();
-        self.window_into(key, at, lookback_micros, horizon, &mut window);
-        window
-    }
-
-    /// [`ClickStore::window`] into `window`, which is cleared first: the engine reuses one
-    /// vector for every checkout instead of allocating one each.
-    pub fn window_into(
         &self,
         key: &ClickKey,
         at: EventTime,

@@ -541,16 +541,16 @@ impl Engine {
             user_id: checkout.user_id,
             product_id: checkout.product_id.clone(),
         };
-        let mut window = std::mem::take(&mut self.window);
-        self.clicks.window_into(
+        let horizon = self.swept_horizon();
+        self.clicks.window(
             &key,
             checkout.time,
             self.config.lookback_micros,
-            self.swept_horizon(),
-            &mut window,
+            horizon,
+            &mut self.window,
         );
         self.stats.rows += 1;
-        if window.is_empty() {
+        if self.window.is_empty() {
             self.stats.organic += 1;
         } else {
             self.stats.attributed += 1;
@@ -558,11 +558,10 @@ impl Engine {
         let attributions = crate::credit::attribute(
             &self.config,
             self.config.models,
-            &window,
+            &self.window,
             checkout.time,
             checkout.total_amount,
         );
-        self.window = window;
         FinalCheckout {
             checkout,
             attributions,

@@ -101,6 +101,7 @@ impl CheckoutDetails {
     pub fn is_json_plain(&self) -> bool {
         self.plain
     }
+
     fn field(&self, i: usize) -> Option<&str> {
         if self.present & (1 << i) == 0 {
             return None;

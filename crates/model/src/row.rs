@@ -311,9 +311,7 @@ pub(crate) fn is_plain_json_text(s: &str) -> bool {
 
 pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
     if is_plain_json_text(s) {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        json_plain_str(out, s);
     } else {
         // Writing a &str into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
@@ -321,13 +319,16 @@ pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Writes `s`, which needs no escaping (see [`is_plain_json_text`]), as a JSON string.
+fn json_plain_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// [`json_plain_str`], or `null`.
 fn json_opt_plain_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
-        Some(s) => {
-            out.push(b'"');
-            out.extend_from_slice(s.as_bytes());
-            out.push(b'"');
-        }
+        Some(s) => json_plain_str(out, s),
         None => out.extend_from_slice(b"null"),
     }
 }

@@ -100,18 +100,12 @@ impl EventTime {
         let sod = secs.rem_euclid(86_400);
         let mut buf = [0u8; 32];
         buf[..DATE_LEN].copy_from_slice(&date_prefix(days));
-        let mut n = DATE_LEN;
-        for (i, v) in [sod / 3600, sod / 60 % 60, sod % 60]
-            .into_iter()
-            .enumerate()
-        {
-            if i > 0 {
-                buf[n] = b':';
-                n += 1;
-            }
-            put2(&mut buf, n, v);
-            n += 2;
-        }
+        put2(&mut buf, 11, sod / 3600);
+        buf[13] = b':';
+        put2(&mut buf, 14, sod / 60 % 60);
+        buf[16] = b':';
+        put2(&mut buf, 17, sod % 60);
+        let mut n = 19;
         if micros != 0 {
             buf[n] = b'.';
             n += 1;
@@ -136,9 +130,9 @@ impl EventTime {
 /// Length of `YYYY-MM-DDT`.
 const DATE_LEN: usize = 11;
 
-/// The two digits of `v` (0..=99) at `buf[at..at + 2]`.
+/// The last two digits of `v` at `buf[at..at + 2]`.
 #[inline]
-fn put2(buf: &mut [u8; 32], at: usize, v: i64) {
+fn put2(buf: &mut [u8], at: usize, v: i64) {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
@@ -162,16 +156,14 @@ fn date_prefix(days: i64) -> [u8; DATE_LEN] {
         }
     }
     let (y, m, d) = civil_from_days(days);
-    let mut buf = [0u8; 32];
-    put2(&mut buf, 0, y / 100);
-    put2(&mut buf, 2, y);
-    buf[4] = b'-';
-    put2(&mut buf, 5, m);
-    buf[7] = b'-';
-    put2(&mut buf, 8, d);
-    buf[10] = b'T';
     let mut text = [0u8; DATE_LEN];
-    text.copy_from_slice(&buf[..DATE_LEN]);
+    put2(&mut text, 0, y / 100);
+    put2(&mut text, 2, y);
+    text[4] = b'-';
+    put2(&mut text, 5, m);
+    text[7] = b'-';
+    put2(&mut text, 8, d);
+    text[10] = b'T';
     LAST.set(Some((days, text)));
     text
 }

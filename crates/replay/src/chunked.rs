@@ -9,14 +9,13 @@
 //! turn those into line numbers of the file.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use firstclick_model::EventKind;
 
-use crate::source::{parse_line, Item, SourceError};
+use crate::source::{append_from, parse_line, Item, SourceError};
 
 /// Bytes per chunk (a chunk is longer when a line crosses its end, so it ends at a newline).
 pub(crate) const CHUNK: usize = 2 << 20;
@@ -90,13 +89,7 @@ impl ChunkedFile {
         let mut searched = 0;
         loop {
             let start = buf.len();
-            // Read into the vector's spare capacity: `read_to_end` does not zero it first (a
-            // `resize` did, 2 % of the replay's CPU), and it retries interrupted reads.
-            buf.reserve(self.chunk);
-            (&c.file)
-                .take(self.chunk as u64)
-                .read_to_end(buf)
-                .map_err(|e| source_error(&self.path, e))?;
+            append_from(&c.file, buf, self.chunk).map_err(|e| source_error(&self.path, e))?;
             let filled = buf.len();
             self.bytes_read
                 .fetch_add((filled - start) as u64, Ordering::Relaxed);

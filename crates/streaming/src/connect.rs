@@ -25,7 +25,13 @@ pub(crate) async fn subscribe(
 ) -> anyhow::Result<Option<Subscription>> {
     let start = || Subscription::start(conn, subscription, options.clone());
     opened(
-        retry("Pub/Sub (subscribing)", stop, start).await,
+        crate::outage::retry(
+            "Pub/Sub (subscribing)",
+            stop,
+            PubSubError::is_transient,
+            start,
+        )
+        .await,
         &format!("subscribing to {subscription}"),
         || format!("cannot subscribe to {subscription} (run create-pubsub first)"),
     )
@@ -44,23 +50,16 @@ pub(crate) async fn publisher(
 ) -> anyhow::Result<Option<Publisher>> {
     let open = || Publisher::new(conn, topic);
     opened(
-        retry("Pub/Sub (opening a topic)", stop, open).await,
+        crate::outage::retry(
+            "Pub/Sub (opening a topic)",
+            stop,
+            PubSubError::is_transient,
+            open,
+        )
+        .await,
         &format!("opening {what} {topic}"),
         || format!("cannot open {what} {topic} ({fix})"),
     )
-}
-
-/// [`crate::outage::retry`] of a Pub/Sub call, retried on [`PubSubError::is_transient`].
-async fn retry<T, F, Fut>(
-    service: &'static str,
-    stop: &CancellationToken,
-    call: F,
-) -> Result<T, GaveUp<PubSubError>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, PubSubError>>,
-{
-    crate::outage::retry(service, stop, PubSubError::is_transient, call).await
 }
 
 /// What a retried call (`doing` what) ended with: the value, `None` after a stop (logged), or

@@ -314,6 +314,11 @@ async fn start_routers(
     shutdown: &Shutdown,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<Subscription>>> {
     let parts = topology.partition_topologies();
+    let stop = &shutdown.graceful;
+    let fix = format!(
+        "run create-pubsub --partitions {} first",
+        topology.partitions
+    );
     let mut tasks = Vec::new();
     for (kind, subscription) in [
         (EventKind::Click, &topology.click_subscription),
@@ -325,11 +330,6 @@ async fn start_routers(
                 EventKind::Click => &part.click_topic,
                 EventKind::Checkout => &part.checkout_topic,
             };
-            let fix = format!(
-                "run create-pubsub --partitions {} first",
-                topology.partitions
-            );
-            let stop = &shutdown.graceful;
             let opened =
                 crate::connect::publisher(&shared.conn, topic, "the partition topic", &fix, stop)
                     .await?;
@@ -341,8 +341,7 @@ async fn start_routers(
         }
         let options = SubscribeOptions::from_args(&shared.args.pubsub);
         let Some(sub) =
-            crate::connect::subscribe(&shared.conn, subscription, &options, &shutdown.graceful)
-                .await?
+            crate::connect::subscribe(&shared.conn, subscription, &options, stop).await?
         else {
             // Stopped while Pub/Sub did not answer: the owner loop sees the same stop.
             return Ok(tasks);
